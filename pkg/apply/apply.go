@@ -1,0 +1,172 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Apply brings every node of spec to its desired state. nodes maps node names to
+// their handles. It returns the writes it made; a second Apply of the same spec
+// returns none.
+func Apply(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change, error) {
+	var all []Change
+	for _, ns := range spec.Nodes {
+		if err := ctx.Err(); err != nil {
+			return all, err
+		}
+		n, ok := nodes[ns.Name]
+		if !ok {
+			return all, fmt.Errorf("apply: node %q is not in the lab", ns.Name)
+		}
+		ch, err := applyNode(n, ns)
+		all = append(all, ch...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
+	var changes []Change
+	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
+
+	// Sysctls first: ip_forward and the ARP knobs must hold before addresses appear.
+	// Keys naming an interface exist once the interface does, which the topology made.
+	err := n.Do(func() error {
+		for _, s := range want.Sysctls {
+			cur, err := os.ReadFile(s.Path())
+			if err != nil {
+				return fmt.Errorf("sysctl %s: %w", s.Key, err)
+			}
+			if strings.TrimSpace(string(cur)) == s.Value {
+				continue
+			}
+			if err := os.WriteFile(s.Path(), []byte(s.Value), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, err)
+			}
+			note("sysctl %s=%s", s.Key, s.Value)
+		}
+		return nil
+	})
+	if err != nil {
+		return changes, fmt.Errorf("%s: %w", n.Name, err)
+	}
+
+	fd, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return changes, fmt.Errorf("%s: open namespace: %w", n.Name, err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return changes, fmt.Errorf("%s: netlink: %w", n.Name, err)
+	}
+	defer h.Close()
+
+	for _, a := range want.Addresses {
+		link, err := h.LinkByName(a.Dev)
+		if err != nil {
+			return changes, fmt.Errorf("%s: address %s: interface %s: %w", n.Name, a.Prefix, a.Dev, err)
+		}
+		if has, err := hasAddr(h, link, a); err != nil {
+			return changes, fmt.Errorf("%s: list addresses of %s: %w", n.Name, a.Dev, err)
+		} else if has {
+			continue
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}}
+		if a.Prefix.Addr().Is6() {
+			addr.Flags = 0x80 // IFA_F_NODAD: usable at once, no duplicate detection delay
+		}
+		if err := h.AddrAdd(link, addr); err != nil {
+			return changes, fmt.Errorf("%s: add address %s to %s: %w", n.Name, a.Prefix, a.Dev, err)
+		}
+		note("address %s dev %s", a.Prefix, a.Dev)
+	}
+
+	for _, r := range want.Routes {
+		nr := &netlink.Route{Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
+		if r.Via.IsValid() {
+			nr.Gw = r.Via.AsSlice()
+		}
+		if r.Dev != "" {
+			link, err := h.LinkByName(r.Dev)
+			if err != nil {
+				return changes, fmt.Errorf("%s: route %s: interface %s: %w", n.Name, r, r.Dev, err)
+			}
+			nr.LinkIndex = link.Attrs().Index
+		}
+		if has, err := hasRoute(h, nr); err != nil {
+			return changes, fmt.Errorf("%s: list routes: %w", n.Name, err)
+		} else if has {
+			continue
+		}
+		if err := h.RouteReplace(nr); err != nil {
+			return changes, fmt.Errorf("%s: route %s: %w", n.Name, r, err)
+		}
+		note("route %s", r)
+	}
+
+	if len(want.Services) > 0 {
+		ih, err := ipvs.New(n.NSPath)
+		if err != nil {
+			return changes, fmt.Errorf("%s: IPVS netlink (is the ip_vs module loaded?): %w", n.Name, err)
+		}
+		defer ih.Close()
+		ch, err := ReconcileIPVS(n.Name, ih, want.Services)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	return changes, nil
+}
+
+func hasAddr(h *netlink.Handle, link netlink.Link, a Address) (bool, error) {
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, err
+	}
+	for _, x := range addrs {
+		ones, _ := x.Mask.Size()
+		if x.IP.Equal(a.Prefix.Addr().AsSlice()) && ones == a.Prefix.Bits() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func hasRoute(h *netlink.Handle, want *netlink.Route) (bool, error) {
+	fam := netlink.FAMILY_V4
+	if want.Dst.IP.To4() == nil {
+		fam = netlink.FAMILY_V6
+	}
+	routes, err := h.RouteList(nil, fam)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range routes {
+		dst := r.Dst
+		if dst == nil { // the default route lists without a Dst
+			dst = &net.IPNet{IP: make(net.IP, len(want.Dst.IP)), Mask: net.CIDRMask(0, 8*len(want.Dst.IP))}
+		}
+		if dst.String() != want.Dst.String() || !r.Gw.Equal(want.Gw) {
+			continue
+		}
+		if want.LinkIndex != 0 && r.LinkIndex != want.LinkIndex {
+			continue
+		}
+		return true, nil
+	}
+	return false, nil
+}
+

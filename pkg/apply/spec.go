@@ -1,0 +1,111 @@
+// Package apply turns a validated lab specification into kernel state inside each
+// node's network namespace: addresses, routes, sysctls, IPVS services and their
+// real servers, and the web servers. It reads state back from the kernel and only
+// changes what differs, so applying the same spec twice changes nothing.
+package apply
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Spec is the desired state of a lab, node by node.
+type Spec struct {
+	Nodes []NodeSpec
+}
+
+// NodeSpec is the desired state of one node.
+type NodeSpec struct {
+	Name      string
+	Addresses []Address
+	Routes    []Route
+	Sysctls   []Sysctl
+	Services  []Service // IPVS virtual services (the director)
+	Web       *Web      // built-in web server, nil for none
+	Commands  [][]string
+}
+
+// Address is an address on an interface.
+type Address struct {
+	Dev    string
+	Prefix netip.Prefix
+}
+
+// Route is a route; Dst is 0.0.0.0/0 for the default route.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr // zero for a device route
+	Dev string     // empty to let the kernel pick from Via
+}
+
+func (r Route) String() string {
+	s := r.Dst.String()
+	if r.Via.IsValid() {
+		s += " via " + r.Via.String()
+	}
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	return s
+}
+
+// Sysctl is a kernel parameter under net., written like "net.ipv4.ip_forward".
+type Sysctl struct {
+	Key, Value string
+}
+
+// ValidSysctlKey reports why key cannot be set by lvslab, or nil. Only keys under
+// "net." are namespaced per node; anything else would change the whole kernel.
+func ValidSysctlKey(key string) error {
+	if !strings.HasPrefix(key, "net.") {
+		return fmt.Errorf("%q is outside net. (only per-namespace network sysctls may be set)", key)
+	}
+	for _, part := range strings.Split(key, ".") {
+		if part == "" || part == ".." || strings.ContainsAny(part, "/\x00") {
+			return fmt.Errorf("%q is not a valid sysctl key", key)
+		}
+	}
+	return nil
+}
+
+// Path is the file under /proc/sys that holds the key.
+func (s Sysctl) Path() string {
+	return "/proc/sys/" + strings.ReplaceAll(s.Key, ".", "/")
+}
+
+// Forwarding methods of a real server.
+const (
+	MethodNAT    = "nat"    // ipvsadm -m, masquerading
+	MethodDR     = "dr"     // ipvsadm -g, gatewaying (the kernel's default)
+	MethodTunnel = "tunnel" // ipvsadm -i, IP-in-IP
+)
+
+// Service is an IPVS virtual service.
+type Service struct {
+	Protocol  string         // "tcp" or "udp"; empty for a firewall-mark service
+	Addr      netip.AddrPort // virtual address; zero for a firewall-mark service
+	FWMark    uint32
+	Scheduler string
+	Servers   []Server
+}
+
+// Key identifies the service the way the kernel does.
+func (s Service) Key() string {
+	if s.FWMark != 0 {
+		return fmt.Sprintf("fwm:%d", s.FWMark)
+	}
+	return s.Protocol + ":" + s.Addr.String()
+}
+
+// Server is a real server of a service.
+type Server struct {
+	Addr   netip.AddrPort
+	Method string
+	Weight int
+}
+
+// Web is the built-in web server: it answers on each port with the node's name.
+type Web struct {
+	HTTP []uint16
+}

@@ -1,0 +1,117 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/webd"
+)
+
+// Starter starts the long-running processes of a lab: the built-in web servers and
+// each node's commands. Self is the lvslab binary (it serves as the web daemon);
+// LogDir receives their output.
+type Starter struct {
+	Self   string
+	LogDir string
+}
+
+// Start starts the processes spec asks for and returns them for the lab's record.
+// The web servers' sockets are listening when Start returns, so they answer at once.
+// On failure, processes already started are killed.
+func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spec) (procs []state.Process, err error) {
+	defer func() {
+		if err != nil {
+			for _, p := range procs {
+				_ = p.Kill()
+			}
+			procs = nil
+		}
+	}()
+	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
+		return nil, fmt.Errorf("log dir: %w", err)
+	}
+	var names []string
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, ns := range spec.Nodes {
+		if ns.Web == nil {
+			continue
+		}
+		for _, port := range ns.Web.HTTP {
+			var f *os.File
+			err := nodes[ns.Name].Do(func() error {
+				l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+				if err != nil {
+					return err
+				}
+				defer l.Close()
+				f, err = l.(*net.TCPListener).File()
+				return err
+			})
+			if err != nil {
+				return procs, fmt.Errorf("%s: web server on port %d: %w", ns.Name, port, err)
+			}
+			names = append(names, ns.Name)
+			files = append(files, f)
+		}
+	}
+	if len(files) > 0 {
+		cmd := exec.Command(s.Self, "webd")
+		cmd.Env = append(os.Environ(), webd.EnvListeners+"="+strings.Join(names, ","))
+		cmd.ExtraFiles = files
+		p, err := s.launch(cmd, "webd", node.Node{})
+		if err != nil {
+			return procs, err
+		}
+		procs = append(procs, p)
+	}
+	for _, ns := range spec.Nodes {
+		for i, argv := range ns.Commands {
+			cmd := exec.Command(argv[0], argv[1:]...)
+			p, err := s.launch(cmd, fmt.Sprintf("%s-cmd%d", ns.Name, i), nodes[ns.Name])
+			if err != nil {
+				return procs, fmt.Errorf("%s: commands[%d] %q: %w", ns.Name, i, argv, err)
+			}
+			procs = append(procs, p)
+		}
+	}
+	return procs, nil
+}
+
+// launch starts cmd detached from the caller (own session, output to a log file),
+// inside n's namespace when n is named.
+func (s Starter) launch(cmd *exec.Cmd, role string, n node.Node) (state.Process, error) {
+	log, err := os.OpenFile(fmt.Sprintf("%s/%s.log", s.LogDir, role), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return state.Process{}, err
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if n.Name != "" {
+		err = n.Start(cmd)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		return state.Process{}, fmt.Errorf("start %s: %w", role, err)
+	}
+	st, err := state.ProcessStartTime(cmd.Process.Pid)
+	if err != nil {
+		return state.Process{}, fmt.Errorf("start %s: %w", role, err)
+	}
+	p := state.Process{Role: role, Pid: cmd.Process.Pid, StartTime: st}
+	go cmd.Wait() // reap it if it dies while this process lives
+	return p, nil
+}

@@ -1,0 +1,79 @@
+// Package node is the handle every other package uses to reach a lab node: a named
+// network namespace, a way to run Go code inside it and a way to start a process in it.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// NetnsDir is where named network namespaces are bound, as iproute2 does.
+const NetnsDir = "/run/netns"
+
+// Node is one lab node: a name and the path of its network namespace.
+type Node struct {
+	Name   string // node name from the topology file, e.g. "director"
+	NSPath string // e.g. /run/netns/clab-nat-director
+}
+
+// New returns the node whose namespace is bound at NetnsDir/nsName.
+func New(name, nsName string) Node {
+	return Node{Name: name, NSPath: filepath.Join(NetnsDir, nsName)}
+}
+
+// Do runs fn on an OS thread that has entered the node's network namespace.
+// The thread is locked for the duration and restored afterwards; if it cannot be
+// restored it is left locked so the Go runtime retires it. fn must not start
+// goroutines that expect to run in the namespace.
+func (n Node) Do(fn func() error) error {
+	target, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return fmt.Errorf("node %s: open namespace %s: %w", n.Name, n.NSPath, err)
+	}
+	defer target.Close()
+
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("node %s: current namespace: %w", n.Name, err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("node %s: enter namespace: %w", n.Name, err)
+	}
+	fnErr := fn()
+	if err := netns.Set(orig); err != nil {
+		// Leave the thread locked: the runtime destroys it when this goroutine exits.
+		return errors.Join(fnErr, fmt.Errorf("node %s: restore namespace: %w", n.Name, err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
+
+// Start starts cmd inside the node's network namespace: the fork happens on a thread
+// that has entered it, so the child inherits it.
+func (n Node) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
+}
+
+// Run starts cmd in the node's namespace and waits for it.
+func (n Node) Run(cmd *exec.Cmd) error {
+	if err := n.Start(cmd); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+// Exists reports whether the node's namespace is bound.
+func (n Node) Exists() bool {
+	_, err := os.Stat(n.NSPath)
+	return err == nil
+}

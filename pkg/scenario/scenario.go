@@ -1,0 +1,341 @@
+// Package scenario reads scenario files (which topology, and what each node should
+// hold) and runs them: topology -> apply -> readiness, and down again.
+package scenario
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/topo"
+	"gopkg.in/yaml.v3"
+)
+
+// Scenario is a validated scenario file with its topology.
+type Scenario struct {
+	File        string
+	Name        string // lab name
+	Description string
+	Topology    *topo.Topology
+	Spec        apply.Spec
+}
+
+// Director returns the node that holds IPVS services, or "".
+func (s *Scenario) Director() string {
+	for _, n := range s.Spec.Nodes {
+		if len(n.Services) > 0 {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// Node returns the spec of a node.
+func (s *Scenario) Node(name string) (apply.NodeSpec, bool) {
+	for _, n := range s.Spec.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return apply.NodeSpec{}, false
+}
+
+// Schedulers are the IPVS schedulers the kernel ships.
+var Schedulers = []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf", "lblc", "lblcr"}
+
+type rawScenario struct {
+	Version     int                 `yaml:"version"`
+	Name        string              `yaml:"name"`
+	Description string              `yaml:"description"`
+	Topology    string              `yaml:"topology"`
+	Nodes       map[string]*rawNode `yaml:"nodes"`
+}
+
+type rawNode struct {
+	Addresses map[string][]string `yaml:"addresses"`
+	Routes    []rawRoute          `yaml:"routes"`
+	Sysctls   map[string]string   `yaml:"sysctls"`
+	IPVS      *rawIPVS            `yaml:"ipvs"`
+	Web       *rawWeb             `yaml:"web"`
+	Commands  [][]string          `yaml:"commands"`
+}
+
+type rawRoute struct {
+	To  string `yaml:"to"`
+	Via string `yaml:"via"`
+	Dev string `yaml:"dev"`
+}
+
+type rawIPVS struct {
+	Services []rawService `yaml:"services"`
+}
+
+type rawService struct {
+	Protocol  string      `yaml:"protocol"`
+	Address   string      `yaml:"address"`
+	Scheduler string      `yaml:"scheduler"`
+	Servers   []rawServer `yaml:"servers"`
+}
+
+type rawServer struct {
+	Address string `yaml:"address"`
+	Method  string `yaml:"method"`
+	Weight  *int   `yaml:"weight"`
+}
+
+type rawWeb struct {
+	HTTP []int `yaml:"http"`
+}
+
+// Error is a problem in a scenario file: the file, the field and what is wrong
+// with its value.
+type Error struct {
+	File, Field, Msg string
+}
+
+func (e *Error) Error() string { return e.File + ": " + e.Field + ": " + e.Msg }
+
+// Load reads a scenario file and the topology it names, and validates both. Nothing
+// in the kernel is touched.
+func Load(path string) (*Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse validates a scenario held in memory; its topology path is resolved against
+// the directory of file.
+func Parse(file string, data []byte) (*Scenario, error) {
+	var raw rawScenario
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	fail := func(field, f string, a ...any) error { return &Error{file, field, fmt.Sprintf(f, a...)} }
+	if raw.Version != 1 {
+		return nil, fail("version", "%d is not supported (this lvslab reads version 1)", raw.Version)
+	}
+	if raw.Topology == "" {
+		return nil, fail("topology", "missing (path of a containerlab topology file)")
+	}
+	tpath := raw.Topology
+	if !filepath.IsAbs(tpath) {
+		tpath = filepath.Join(filepath.Dir(file), tpath)
+	}
+	t, err := topo.Load(tpath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: topology: %w", file, err)
+	}
+	s := &Scenario{File: file, Name: t.Name, Description: raw.Description, Topology: t}
+	if raw.Name != "" {
+		// The lab name may differ from the topology's, so two labs of one topology run side by side.
+		t.Name = raw.Name
+		if !topo.ValidLabName(raw.Name) {
+			return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most 40)", raw.Name)
+		}
+		s.Name = raw.Name
+	}
+	names := make([]string, 0, len(raw.Nodes))
+	for n := range raw.Nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	vips := map[string]string{}
+	for _, name := range names {
+		rn := raw.Nodes[name]
+		field := "nodes." + name
+		tn, ok := t.Nodes[name]
+		if !ok {
+			return nil, fail(field, "node %q is not in topology %s", name, t.File)
+		}
+		if tn.Kind != topo.KindLinux {
+			return nil, fail(field, "node %q is a %s; only linux nodes can be configured", name, tn.Kind)
+		}
+		if rn == nil {
+			continue
+		}
+		ns, err := parseNode(t, name, rn, fail, vips)
+		if err != nil {
+			return nil, err
+		}
+		s.Spec.Nodes = append(s.Spec.Nodes, ns)
+	}
+	return s, nil
+}
+
+type failFunc func(field, f string, a ...any) error
+
+func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips map[string]string) (apply.NodeSpec, error) {
+	field := "nodes." + name
+	ns := apply.NodeSpec{Name: name}
+	ifaces := append([]string{"lo"}, t.Interfaces(name)...)
+	devs := make([]string, 0, len(rn.Addresses))
+	for d := range rn.Addresses {
+		devs = append(devs, d)
+	}
+	sort.Strings(devs)
+	for _, dev := range devs {
+		f := field + ".addresses." + dev
+		if !slices.Contains(ifaces, dev) {
+			return ns, fail(f, "node %s has no interface %q (it has %s)", name, dev, strings.Join(ifaces, ", "))
+		}
+		for i, a := range rn.Addresses[dev] {
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				return ns, fail(fmt.Sprintf("%s[%d]", f, i), "%q is not an address with a prefix length (like 203.0.113.1/24)", a)
+			}
+			ns.Addresses = append(ns.Addresses, apply.Address{Dev: dev, Prefix: p})
+		}
+	}
+	for i, rr := range rn.Routes {
+		f := fmt.Sprintf("%s.routes[%d]", field, i)
+		var r apply.Route
+		switch rr.To {
+		case "default", "0.0.0.0/0":
+			r.Dst = netip.MustParsePrefix("0.0.0.0/0")
+		case "default6", "::/0":
+			r.Dst = netip.MustParsePrefix("::/0")
+		case "":
+			return ns, fail(f+".to", "missing (a prefix, or default)")
+		default:
+			p, err := netip.ParsePrefix(rr.To)
+			if err != nil {
+				a, aerr := netip.ParseAddr(rr.To)
+				if aerr != nil {
+					return ns, fail(f+".to", "%q is not a prefix (like 198.51.100.0/24), an address, or default", rr.To)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			r.Dst = p.Masked()
+		}
+		if rr.Via != "" {
+			a, err := netip.ParseAddr(rr.Via)
+			if err != nil {
+				return ns, fail(f+".via", "%q is not an address", rr.Via)
+			}
+			if a.Is4() != r.Dst.Addr().Is4() {
+				return ns, fail(f+".via", "%q is not of the same family as %s", rr.Via, r.Dst)
+			}
+			r.Via = a
+		}
+		if rr.Dev != "" && !slices.Contains(ifaces, rr.Dev) {
+			return ns, fail(f+".dev", "node %s has no interface %q", name, rr.Dev)
+		}
+		r.Dev = rr.Dev
+		if !r.Via.IsValid() && r.Dev == "" {
+			return ns, fail(f, "needs via or dev")
+		}
+		ns.Routes = append(ns.Routes, r)
+	}
+	keys := make([]string, 0, len(rn.Sysctls))
+	for k := range rn.Sysctls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := apply.ValidSysctlKey(k); err != nil {
+			return ns, fail(field+".sysctls", "%v", err)
+		}
+		v := strings.TrimSpace(rn.Sysctls[k])
+		if v == "" || strings.ContainsAny(v, "\n\x00") {
+			return ns, fail(field+".sysctls."+k, "%q is not a valid value", rn.Sysctls[k])
+		}
+		ns.Sysctls = append(ns.Sysctls, apply.Sysctl{Key: k, Value: v})
+	}
+	if rn.IPVS != nil {
+		for i, rs := range rn.IPVS.Services {
+			svc, err := parseService(fmt.Sprintf("%s.ipvs.services[%d]", field, i), rs, fail)
+			if err != nil {
+				return ns, err
+			}
+			if prev, dup := vips[svc.Key()]; dup {
+				return ns, fail(fmt.Sprintf("%s.ipvs.services[%d]", field, i), "service %s is already defined at %s", svc.Key(), prev)
+			}
+			vips[svc.Key()] = fmt.Sprintf("%s.ipvs.services[%d]", field, i)
+			ns.Services = append(ns.Services, svc)
+		}
+	}
+	if rn.Web != nil {
+		if len(rn.Web.HTTP) == 0 {
+			return ns, fail(field+".web.http", "no ports (give at least one, like [80])")
+		}
+		ns.Web = &apply.Web{}
+		for i, p := range rn.Web.HTTP {
+			if p < 1 || p > 65535 {
+				return ns, fail(fmt.Sprintf("%s.web.http[%d]", field, i), "port %d is out of range (1..65535)", p)
+			}
+			ns.Web.HTTP = append(ns.Web.HTTP, uint16(p))
+		}
+	}
+	for i, c := range rn.Commands {
+		if len(c) == 0 || c[0] == "" {
+			return ns, fail(fmt.Sprintf("%s.commands[%d]", field, i), "empty command")
+		}
+	}
+	ns.Commands = rn.Commands
+	return ns, nil
+}
+
+func parseService(field string, rs rawService, fail failFunc) (apply.Service, error) {
+	var svc apply.Service
+	switch rs.Protocol {
+	case "tcp", "udp":
+		svc.Protocol = rs.Protocol
+	case "":
+		return svc, fail(field+".protocol", "missing (tcp or udp)")
+	default:
+		return svc, fail(field+".protocol", "%q is not tcp or udp", rs.Protocol)
+	}
+	ap, err := netip.ParseAddrPort(rs.Address)
+	if err != nil {
+		return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
+	}
+	svc.Addr = ap
+	svc.Scheduler = rs.Scheduler
+	if svc.Scheduler == "" {
+		svc.Scheduler = apply.DefaultScheduler
+	}
+	if !slices.Contains(Schedulers, svc.Scheduler) {
+		return svc, fail(field+".scheduler", "%q is not a scheduler the kernel ships (%s)", rs.Scheduler, strings.Join(Schedulers, ", "))
+	}
+	seen := map[netip.AddrPort]bool{}
+	for j, r := range rs.Servers {
+		f := fmt.Sprintf("%s.servers[%d]", field, j)
+		ap, err := netip.ParseAddrPort(r.Address)
+		if err != nil {
+			return svc, fail(f+".address", "%q is not address:port", r.Address)
+		}
+		if ap.Addr().Is4() != svc.Addr.Addr().Is4() {
+			return svc, fail(f+".address", "%q is not of the service's address family", r.Address)
+		}
+		if seen[ap] {
+			return svc, fail(f+".address", "%q is listed twice", r.Address)
+		}
+		seen[ap] = true
+		srv := apply.Server{Addr: ap, Method: r.Method, Weight: 1}
+		switch r.Method {
+		case apply.MethodNAT, apply.MethodDR, apply.MethodTunnel:
+		case "":
+			srv.Method = apply.MethodDR // ipvsadm's default, -g
+		default:
+			return svc, fail(f+".method", "%q is not nat, dr or tunnel", r.Method)
+		}
+		if r.Weight != nil {
+			if *r.Weight < 0 || *r.Weight > 65535 {
+				return svc, fail(f+".weight", "%d is out of range (0..65535)", *r.Weight)
+			}
+			srv.Weight = *r.Weight
+		}
+		svc.Servers = append(svc.Servers, srv)
+	}
+	return svc, nil
+}

@@ -1,0 +1,148 @@
+// Package state records, on disk, what lvslab created for each lab: its namespaces and
+// the processes it started. A record is written before anything is created, so a lab
+// can be torn down after a crash or kill -9 of the command that built it.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// DefaultDir is where lab records live (a tmpfs: records vanish with a reboot, as
+// the namespaces and processes they describe do).
+const DefaultDir = "/run/lvslab/labs"
+
+// Process is a process lvslab started for a lab. StartTime (from /proc/<pid>/stat)
+// guards against killing an unrelated process that reused the pid.
+type Process struct {
+	Role      string `json:"role"` // e.g. "webd"
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+// Lab is the record of one lab.
+type Lab struct {
+	Name       string    `json:"name"`
+	Runtime    string    `json:"runtime"`
+	Topology   string    `json:"topology"`           // topology file, absolute
+	Scenario   string    `json:"scenario,omitempty"` // scenario file, absolute
+	Namespaces []string  `json:"namespaces"`         // named netns, created or about to be
+	Nodes      []string  `json:"nodes"`              // node names, same order as Namespaces
+	Kinds      []string  `json:"kinds"`              // node kinds, same order as Namespaces
+	Processes  []Process `json:"processes,omitempty"`
+	Director   string    `json:"director,omitempty"` // node holding the IPVS services
+}
+
+// Store reads and writes lab records under Dir.
+type Store struct{ Dir string }
+
+func (s Store) path(lab string) string { return filepath.Join(s.Dir, lab+".json") }
+
+// Save writes the record atomically.
+func (s Store) Save(l *Lab) error {
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return fmt.Errorf("state: encode lab %s: %w", l.Name, err)
+	}
+	tmp := s.path(l.Name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("state: write lab %s: %w", l.Name, err)
+	}
+	if err := os.Rename(tmp, s.path(l.Name)); err != nil {
+		return fmt.Errorf("state: write lab %s: %w", l.Name, err)
+	}
+	return nil
+}
+
+// ErrNoLab is returned by Load for a lab without a record.
+var ErrNoLab = errors.New("no such lab")
+
+// Load reads the record of one lab.
+func (s Store) Load(lab string) (*Lab, error) {
+	b, err := os.ReadFile(s.path(lab))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("lab %q: %w", lab, ErrNoLab)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	var l Lab
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("state: %s: %w", s.path(lab), err)
+	}
+	return &l, nil
+}
+
+// Remove deletes the record; removing a missing record is not an error.
+func (s Store) Remove(lab string) error {
+	if err := os.Remove(s.path(lab)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// List returns the names of all recorded labs, sorted.
+func (s Store) List() ([]string, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ProcessStartTime returns the start time of pid in clock ticks since boot, the
+// 22nd field of /proc/<pid>/stat.
+func ProcessStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields after it follow the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b)[i+1:])
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Alive reports whether p still runs (same pid and same start time).
+func (p Process) Alive() bool {
+	st, err := ProcessStartTime(p.Pid)
+	return err == nil && st == p.StartTime
+}
+
+// Kill sends SIGKILL to p if it is still the process that was recorded. Killing a
+// process that is gone is not an error.
+func (p Process) Kill() error {
+	if !p.Alive() {
+		return nil
+	}
+	if err := syscall.Kill(p.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s (pid %d): %w", p.Role, p.Pid, err)
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+// Package topo owns a lab's network: it reads containerlab topology files and builds
+// (and removes) the nodes and links they describe.
+//
+// The file format is a strict subset of containerlab's: a lab name, nodes of kind
+// "linux" or "bridge", and point-to-point links written as endpoints "node:iface".
+// Anything outside that subset is rejected with an error naming the file and field,
+// so a file lvslab accepts is always a valid containerlab file.
+package topo
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Node kinds lvslab supports.
+const (
+	KindLinux  = "linux"
+	KindBridge = "bridge"
+)
+
+// Topology is a parsed, validated topology file.
+type Topology struct {
+	File  string          // the file it came from, for error messages
+	Name  string          // lab name
+	Nodes map[string]Node // by node name
+	Links []Link
+}
+
+// Node is one node of the topology.
+type Node struct {
+	Name   string
+	Kind   string
+	Image  string            // kept for containerlab; unused by the netns runtime
+	Labels map[string]string // kept for containerlab
+}
+
+// Endpoint is one end of a link.
+type Endpoint struct {
+	Node  string
+	Iface string
+}
+
+func (e Endpoint) String() string { return e.Node + ":" + e.Iface }
+
+// Link joins two endpoints with a veth pair.
+type Link struct {
+	A, B Endpoint
+}
+
+// NodeNames returns the node names sorted, bridges first (links attach to them).
+func (t *Topology) NodeNames() []string {
+	names := make([]string, 0, len(t.Nodes))
+	for n := range t.Nodes {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		bi, bj := t.Nodes[names[i]].Kind == KindBridge, t.Nodes[names[j]].Kind == KindBridge
+		if bi != bj {
+			return bi
+		}
+		return names[i] < names[j]
+	})
+	return names
+}
+
+// Interfaces returns the interface names the topology gives node, in link order.
+func (t *Topology) Interfaces(node string) []string {
+	var out []string
+	for _, l := range t.Links {
+		for _, e := range []Endpoint{l.A, l.B} {
+			if e.Node == node {
+				out = append(out, e.Iface)
+			}
+		}
+	}
+	return out
+}
+
+// Peers returns the nodes linked to node, in link order, without repeats.
+func (t *Topology) Peers(node string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range t.Links {
+		for _, p := range [][2]Endpoint{{l.A, l.B}, {l.B, l.A}} {
+			if p[0].Node == node && !seen[p[1].Node] {
+				seen[p[1].Node] = true
+				out = append(out, p[1].Node)
+			}
+		}
+	}
+	return out
+}
+
+// The raw file, with only the fields lvslab understands; yaml's KnownFields makes
+// anything else an error.
+type rawFile struct {
+	Name     string `yaml:"name"`
+	Topology struct {
+		Nodes map[string]*rawNode `yaml:"nodes"`
+		Links []rawLink           `yaml:"links"`
+	} `yaml:"topology"`
+}
+
+type rawNode struct {
+	Kind   string            `yaml:"kind"`
+	Image  string            `yaml:"image"`
+	Labels map[string]string `yaml:"labels"`
+}
+
+type rawLink struct {
+	Endpoints []string `yaml:"endpoints"`
+}
+
+var (
+	nameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+	ifaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
+)
+
+// ValidLabName reports whether name can name a lab (it becomes part of namespace names).
+func ValidLabName(name string) bool { return nameRE.MatchString(name) && len(name) <= 40 }
+
+// Load reads and validates a topology file.
+func Load(path string) (*Topology, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse validates a topology held in memory; file names it in errors.
+func Parse(file string, data []byte) (*Topology, error) {
+	fail := func(field, format string, a ...any) error {
+		return fmt.Errorf("%s: %s: %s", file, field, fmt.Sprintf(format, a...))
+	}
+	var raw rawFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if raw.Name == "" {
+		return nil, fail("name", "missing (the lab name)")
+	}
+	if !ValidLabName(raw.Name) {
+		return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most 40)", raw.Name)
+	}
+	t := &Topology{File: file, Name: raw.Name, Nodes: map[string]Node{}}
+	if len(raw.Topology.Nodes) == 0 {
+		return nil, fail("topology.nodes", "no nodes")
+	}
+	for name, rn := range raw.Topology.Nodes {
+		field := "topology.nodes." + name
+		if !nameRE.MatchString(name) {
+			return nil, fail(field, "%q is not a valid node name", name)
+		}
+		if rn == nil {
+			return nil, fail(field+".kind", "missing (linux or bridge)")
+		}
+		switch rn.Kind {
+		case KindLinux:
+		case KindBridge:
+			if !ifaceRE.MatchString(name) {
+				return nil, fail(field, "bridge name %q is not a valid interface name (at most 15 characters)", name)
+			}
+		case "":
+			return nil, fail(field+".kind", "missing (linux or bridge)")
+		default:
+			return nil, fail(field+".kind", "%q is not supported (linux, bridge)", rn.Kind)
+		}
+		t.Nodes[name] = Node{Name: name, Kind: rn.Kind, Image: rn.Image, Labels: rn.Labels}
+	}
+	used := map[Endpoint]string{}
+	for i, rl := range raw.Topology.Links {
+		field := fmt.Sprintf("topology.links[%d].endpoints", i)
+		if len(rl.Endpoints) != 2 {
+			return nil, fail(field, "%q: a link has exactly two endpoints", rl.Endpoints)
+		}
+		var ends [2]Endpoint
+		for j, s := range rl.Endpoints {
+			f := fmt.Sprintf("%s[%d]", field, j)
+			n, iface, ok := strings.Cut(s, ":")
+			if !ok || n == "" || iface == "" {
+				return nil, fail(f, "%q is not node:interface", s)
+			}
+			if _, ok := t.Nodes[n]; !ok {
+				return nil, fail(f, "%q names node %q, which is not in topology.nodes", s, n)
+			}
+			if !ifaceRE.MatchString(iface) || iface == "lo" {
+				return nil, fail(f, "%q: %q is not a valid interface name (at most 15 characters, not lo)", s, iface)
+			}
+			e := Endpoint{Node: n, Iface: iface}
+			if prev, dup := used[e]; dup {
+				return nil, fail(f, "%q is already used by %s", s, prev)
+			}
+			used[e] = f
+			ends[j] = e
+		}
+		if ends[0].Node == ends[1].Node {
+			return nil, fail(field, "%q links node %q to itself", rl.Endpoints, ends[0].Node)
+		}
+		if t.Nodes[ends[0].Node].Kind == KindBridge && t.Nodes[ends[1].Node].Kind == KindBridge {
+			return nil, fail(field, "%q links two bridges", rl.Endpoints)
+		}
+		t.Links = append(t.Links, Link{A: ends[0], B: ends[1]})
+	}
+	if len(t.Links) == 0 {
+		return nil, errors.New(file + ": topology.links: no links")
+	}
+	return t, nil
+}
