@@ -30,7 +30,8 @@ import (
 const usage = `lvslab: the LVS (IPVS) lab as software
 
 usage:
-  lvslab up [--kernel auto|host|uml] [--keep] SCENARIO   bring a lab up
+  lvslab up [--kernel auto|host|uml] [--name LAB] [--keep] SCENARIO
+                                                        bring a lab up
   lvslab down [LAB...]                                  remove labs (all when none named)
   lvslab status [LAB]                                   labs, nodes, addresses, IPVS tables
   lvslab exec [--lab LAB] [-i] NODE -- COMMAND...       run a command in a node
@@ -178,6 +179,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	kernel := fs.String("kernel", "auto", "where the lab runs: auto (host if it can do IPVS, else uml), host, uml")
 	keep := fs.Bool("keep", false, "keep a half-built lab when a step fails, for inspection")
+	name := fs.String("name", "", "the lab's name (default: the scenario's), to run one scenario twice")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -189,6 +191,11 @@ func cmdUp(ctx context.Context, args []string) error {
 	s, err := scenario.Load(file)
 	if err != nil {
 		return err
+	}
+	if *name != "" {
+		if err := s.Rename(*name); err != nil {
+			return fmt.Errorf("up: --name: %w", err)
+		}
 	}
 	useHost := inSandbox()
 	switch *kernel {
@@ -204,6 +211,9 @@ func cmdUp(ctx context.Context, args []string) error {
 		fwd := []string{"up"}
 		if *keep {
 			fwd = append(fwd, "--keep")
+		}
+		if *name != "" {
+			fwd = append(fwd, "--name", *name)
 		}
 		return forward(ctx, true, append(fwd, file)...)
 	}

@@ -169,4 +169,3 @@ func hasRoute(h *netlink.Handle, want *netlink.Route) (bool, error) {
 	}
 	return false, nil
 }
-

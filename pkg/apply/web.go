@@ -39,6 +39,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 	}
 	var names []string
 	var files []*os.File
+	var home node.Node // the web daemon runs in the first web node's namespace
 	defer func() {
 		for _, f := range files {
 			f.Close()
@@ -64,13 +65,16 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 			}
 			names = append(names, ns.Name)
 			files = append(files, f)
+			if home.Name == "" {
+				home = nodes[ns.Name]
+			}
 		}
 	}
 	if len(files) > 0 {
 		cmd := exec.Command(s.Self, "webd")
 		cmd.Env = append(os.Environ(), webd.EnvListeners+"="+strings.Join(names, ","))
 		cmd.ExtraFiles = files
-		p, err := s.launch(cmd, "webd", node.Node{})
+		p, err := s.launch(cmd, "webd", home)
 		if err != nil {
 			return procs, err
 		}
@@ -90,7 +94,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 }
 
 // launch starts cmd detached from the caller (own session, output to a log file),
-// inside n's namespace when n is named.
+// inside n's namespace, where teardown finds it even if it was never recorded.
 func (s Starter) launch(cmd *exec.Cmd, role string, n node.Node) (state.Process, error) {
 	log, err := os.OpenFile(fmt.Sprintf("%s/%s.log", s.LogDir, role), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -99,12 +103,7 @@ func (s Starter) launch(cmd *exec.Cmd, role string, n node.Node) (state.Process,
 	defer log.Close()
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if n.Name != "" {
-		err = n.Start(cmd)
-	} else {
-		err = cmd.Start()
-	}
-	if err != nil {
+	if err := n.Start(cmd); err != nil {
 		return state.Process{}, fmt.Errorf("start %s: %w", role, err)
 	}
 	st, err := state.ProcessStartTime(cmd.Process.Pid)

@@ -27,11 +27,11 @@ import (
 
 // Config says how to boot the sandbox kernel.
 type Config struct {
-	Kernel  string // the UML kernel binary; /usr/bin/linux.uml when empty
-	Modules string // its module tree; found under /usr/lib/uml/modules when empty
-	Mem     string // guest memory; 512M when empty
-	Self    string // the lvslab binary, run as the guest's init
-	Dir     string // a directory for UML's own files (its pid, mconsole socket)
+	Kernel  string    // the UML kernel binary; /usr/bin/linux.uml when empty
+	Modules string    // its module tree; found under /usr/lib/uml/modules when empty
+	Mem     string    // guest memory; 512M when empty
+	Self    string    // the lvslab binary, run as the guest's init
+	Dir     string    // a directory for UML's own files (its pid, mconsole socket)
 	Log     io.Writer // the kernel's console output; discarded when nil
 }
 

@@ -203,7 +203,7 @@ func Ensure(ctx context.Context, dir, self string) (*Client, error) {
 	if c, err := Dial(dir); err == nil {
 		return c, nil // another command started it meanwhile
 	}
-	if err := Kill(dir); err != nil { // leftovers of a crashed one
+	if err := killProcs(dir); err != nil { // leftovers of a crashed one
 		return nil, err
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "supervisor.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
@@ -262,8 +262,21 @@ func Stop(ctx context.Context, dir string) error {
 }
 
 // Kill removes what a crashed or stuck sandbox left in dir: its supervisor, the
-// kernel's whole process group, and their files.
+// kernel's whole process group, and the directory.
 func Kill(dir string) error {
+	if err := killProcs(dir); err != nil {
+		return err
+	}
+	// Nothing of the sandbox is left running: remove its directory, and lvslab's
+	// parent directory too if nothing else is in it.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Dir(dir))
+	return nil
+}
+
+func killProcs(dir string) error {
 	var errs []error
 	for _, name := range []string{pidName, umlPidName} {
 		p, err := readPid(filepath.Join(dir, name))

@@ -19,9 +19,9 @@ import (
 // Runner brings scenarios up and down on the kernel it runs on.
 type Runner struct {
 	Store   state.Store
-	Self    string     // the lvslab binary, run as the web daemon
-	Modules string     // module tree to load IPVS from; the running kernel's when empty
-	Keep    bool       // keep a half-built lab on failure, for inspection
+	Self    string                       // the lvslab binary, run as the web daemon
+	Modules string                       // module tree to load IPVS from; the running kernel's when empty
+	Keep    bool                         // keep a half-built lab on failure, for inspection
 	Log     func(step string, err error) // called after each step; may be nil
 }
 
@@ -146,7 +146,12 @@ func WaitWeb(ctx context.Context, nodes map[string]node.Node, spec apply.Spec) e
 func (r *Runner) Down(ctx context.Context, lab string) error {
 	err := topo.Netns{Store: r.Store}.Destroy(ctx, lab)
 	if err == nil {
-		os.RemoveAll(filepath.Join(filepath.Dir(r.Store.Dir), "logs", lab))
+		base := filepath.Dir(r.Store.Dir)
+		os.RemoveAll(filepath.Join(base, "logs", lab))
+		// Leave no empty directories of lvslab's behind.
+		for _, d := range []string{filepath.Join(base, "logs"), r.Store.Dir, base} {
+			_ = os.Remove(d)
+		}
 	}
 	return err
 }

@@ -36,6 +36,27 @@ func (s *Scenario) Director() string {
 	return ""
 }
 
+// Rename gives the lab another name, so one scenario can run twice side by side.
+func (s *Scenario) Rename(name string) error {
+	if !topo.ValidLabName(name) {
+		return fmt.Errorf("lab name %q is not valid (letters, digits, '-', '_'; at most 40)", name)
+	}
+	s.Name, s.Topology.Name = name, name
+	return nil
+}
+
+// OwnerOf returns the node that holds address a, or "".
+func (s *Scenario) OwnerOf(a netip.Addr) string {
+	for _, n := range s.Spec.Nodes {
+		for _, x := range n.Addresses {
+			if x.Prefix.Addr() == a {
+				return n.Name
+			}
+		}
+	}
+	return ""
+}
+
 // Node returns the spec of a node.
 func (s *Scenario) Node(name string) (apply.NodeSpec, bool) {
 	for _, n := range s.Spec.Nodes {
@@ -118,7 +139,7 @@ func Parse(file string, data []byte) (*Scenario, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, topo.YAMLError(file, err)
 	}
 	fail := func(field, f string, a ...any) error { return &Error{file, field, fmt.Sprintf(f, a...)} }
 	if raw.Version != 1 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/node"
@@ -166,10 +167,13 @@ func (r Netns) Destroy(ctx context.Context, lab string) error {
 		return err
 	}
 	var errs []error
-	for _, p := range l.Processes {
+	// Every process inside one of the lab's namespaces is the lab's (lvslab made
+	// them): this finds what a killed lvslab never recorded, and what exec started.
+	procs := append(l.Processes, processesIn(l.Namespaces)...)
+	for _, p := range procs {
 		errs = append(errs, p.Kill())
 	}
-	for _, p := range l.Processes {
+	for _, p := range procs {
 		errs = append(errs, waitGone(ctx, p))
 	}
 	for _, ns := range l.Namespaces {
@@ -209,6 +213,39 @@ func isZombie(stat []byte) bool {
 		}
 	}
 	return false
+}
+
+// processesIn lists the processes whose network namespace is one of the named ones.
+func processesIn(names []string) []state.Process {
+	type id struct{ dev, ino uint64 }
+	want := map[id]bool{}
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(node.NetnsDir, n), &st); err == nil {
+			want[id{st.Dev, st.Ino}] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	ents, _ := os.ReadDir("/proc")
+	var out []state.Process
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !want[id{st.Dev, st.Ino}] {
+			continue
+		}
+		start, err := state.ProcessStartTime(pid)
+		if err != nil {
+			continue
+		}
+		out = append(out, state.Process{Role: "process in lab namespace", Pid: pid, StartTime: start})
+	}
+	return out
 }
 
 func removeNamedNetns(name string) error {

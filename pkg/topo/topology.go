@@ -123,6 +123,29 @@ var (
 	ifaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$`)
 )
 
+var (
+	unknownFieldRE = regexp.MustCompile(`line (\d+): field (\S+) not found in type .*`)
+	goTypeRE       = regexp.MustCompile(` into [\w.*\[\]]+`)
+)
+
+// YAMLError turns a YAML decoding error into one line per problem, naming the file
+// and the line, in the file's terms rather than Go's.
+func YAMLError(file string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		l = unknownFieldRE.ReplaceAllString(l, "line $1: field $2 not found (not part of the format lvslab reads)")
+		l = goTypeRE.ReplaceAllString(l, "")
+		lines = append(lines, file+": "+l)
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
 // ValidLabName reports whether name can name a lab (it becomes part of namespace names).
 func ValidLabName(name string) bool { return nameRE.MatchString(name) && len(name) <= 40 }
 
@@ -144,7 +167,7 @@ func Parse(file string, data []byte) (*Topology, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, YAMLError(file, err)
 	}
 	if raw.Name == "" {
 		return nil, fail("name", "missing (the lab name)")
@@ -204,7 +227,7 @@ func Parse(file string, data []byte) (*Topology, error) {
 			ends[j] = e
 		}
 		if ends[0].Node == ends[1].Node {
-			return nil, fail(field, "%q links node %q to itself", rl.Endpoints, ends[0].Node)
+			return nil, fail(field, "%q: links node %q to itself", rl.Endpoints, ends[0].Node)
 		}
 		if t.Nodes[ends[0].Node].Kind == KindBridge && t.Nodes[ends[1].Node].Kind == KindBridge {
 			return nil, fail(field, "%q links two bridges", rl.Endpoints)

@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// The seed lab's LVS-NAT step (scenarios/nat-rr.yaml):
+//
+//	client ──eth1── director ──eth2── [lan] ──┬── web1 198.51.100.11
+//	203.0.113.10    203.0.113.1 (VIP)          └── web2 198.51.100.12
+//	                198.51.100.1
+//	ipvsadm -A -t 203.0.113.1:80 -s rr; -a ... -r 198.51.100.1{1,2}:80 -m
+var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
+	var (
+		s   *scenario.Scenario
+		lab *state.Lab
+	)
+	dumpOnFailure(&lab)
+
+	BeforeAll(func() {
+		s, lab = up("scenarios/nat-rr.yaml", "nat-rr")
+	})
+
+	It("names one namespace per node as containerlab names its containers", func() {
+		var names []string
+		for _, n := range lab.Namespaces {
+			Expect(filepath.Join(node.NetnsDir, n)).To(BeAnExistingFile())
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		Expect(names).To(Equal([]string{"clab-nat-rr-client", "clab-nat-rr-director", "clab-nat-rr-lan", "clab-nat-rr-web1", "clab-nat-rr-web2"}))
+	})
+
+	It("reads back the director's IPVS table as the scenario declares it", func() {
+		t := readIPVS(lab)
+		Expect(t.Services).To(HaveLen(1))
+		svc := t.Services[0].Service
+		Expect(svc.SchedName).To(Equal("rr"))
+		Expect(svc.Protocol).To(BeEquivalentTo(6))
+		Expect(svc.Address.String()).To(Equal("203.0.113.1"))
+		Expect(svc.Port).To(BeEquivalentTo(80))
+		Expect(svc.Flags &^ apply.FlagHashed).To(BeZero(), "no persistence")
+		var got []string
+		for _, d := range t.Services[0].Destinations {
+			got = append(got, netip.AddrPortFrom(netip.MustParseAddr(d.Address.String()), d.Port).String()+" "+apply.MethodOf(d.ConnectionFlags)+" "+strings.Repeat("w", d.Weight))
+		}
+		Expect(got).To(ConsistOf("198.51.100.11:80 nat w", "198.51.100.12:80 nat w"))
+	})
+
+	It("turns forwarding on in the director only", func() {
+		nodes := scenario.Nodes(lab)
+		read := func(n string) string {
+			var v []byte
+			Expect(nodes[n].Do(func() (err error) {
+				v, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+				return err
+			})).To(Succeed())
+			return strings.TrimSpace(string(v))
+		}
+		Expect(read("director")).To(Equal("1"))
+		Expect(read("web1")).To(Equal("0"))
+	})
+
+	It("alternates strictly between web1 and web2 over 10 sequential connections", func(ctx context.Context) {
+		// The model: rr walks the kernel's list (reverse order of insertion) from the head.
+		var order []string
+		for _, d := range readIPVS(lab).Services[0].Destinations {
+			order = append(order, s.OwnerOf(netip.MustParseAddr(d.Address.String())))
+		}
+		Expect(order).To(ConsistOf("web1", "web2"))
+		want := verify.RoundRobin(order, nil, 10)
+
+		c := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}
+		got := c.Get(ctx, "http://203.0.113.1/", 10)
+		Expect(got.Errors).To(BeEmpty())
+		Expect(got.Sequence).To(Equal(want), "first divergence at request %d", got.First(want)+1)
+		Expect(got.Counts).To(Equal(map[string]int{"web1": 5, "web2": 5}))
+	})
+
+	It("runs a command in a node with lvslab exec, passing output and exit status through", func() {
+		out, _, code := lv("exec", "client", "--", "curl", "-s", "--max-time", "5", "http://203.0.113.1/")
+		Expect(code).To(Equal(0))
+		Expect(strings.TrimSpace(out)).To(BeElementOf("web1", "web2"))
+		_, _, code = lv("exec", "client", "--", "sh", "-c", "exit 7")
+		Expect(code).To(Equal(7))
+		out, _, code = lv("exec", "web2", "--", "cat", "/proc/sys/net/ipv4/ip_forward")
+		Expect(code).To(Equal(0))
+		Expect(out).To(Equal("0\n"))
+	})
+
+	It("shows nodes, addresses and the IPVS table in lvslab status", func() {
+		out, _, code := lv("status", "nat-rr")
+		Expect(code).To(Equal(0))
+		Expect(out).To(ContainSubstring("clab-nat-rr-director"))
+		Expect(out).To(ContainSubstring("eth1 203.0.113.1/24, eth2 198.51.100.1/24"))
+		Expect(out).To(MatchRegexp(`TCP  203\.0\.113\.1:80 rr\n`))
+		Expect(out).To(MatchRegexp(`  -> 198\.51\.100\.11:80 +Masq +1 +0 +\d+`))
+		Expect(out).To(ContainSubstring("process webd"))
+	})
+})

@@ -1,0 +1,124 @@
+// Package e2e is lvslab's conformance suite: Ginkgo specs that bring the shipped
+// scenarios up on a real kernel with IPVS (the host's, or the user-mode-linux
+// sandbox that `make test` boots) and check what the kernel does.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/sirupsen/logrus"
+)
+
+func TestConformance(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "lvslab conformance")
+}
+
+var (
+	lvslabBin string // the lvslab binary under test
+	repo      string // the repository root
+)
+
+var _ = BeforeSuite(func() {
+	logrus.SetLevel(logrus.ErrorLevel) // moby/ipvs warns when its own modprobe fails; lvslab loads modules itself
+	var err error
+	repo, err = filepath.Abs("..")
+	Expect(err).NotTo(HaveOccurred())
+	lvslabBin = os.Getenv("LVSLAB_BIN")
+	if lvslabBin == "" {
+		lvslabBin = filepath.Join(repo, "bin", "lvslab")
+	}
+	Expect(lvslabBin).To(BeAnExistingFile(), "build lvslab first (make build), or set LVSLAB_BIN")
+	Expect(os.Getuid()).To(Equal(0), "the conformance suite needs root (namespaces, IPVS)")
+	Expect("/proc/net/ip_vs").To(BeAnExistingFile(),
+		"this kernel has no IPVS: run the suite through the sandbox (make e2e)")
+	// A clean slate: nothing of a previous run may skew exact counts.
+	_, _, code := lv("gc")
+	Expect(code).To(Equal(0))
+})
+
+// lv runs the lvslab binary from the repository root.
+func lv(args ...string) (string, string, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, lvslabBin, args...)
+	cmd.Dir = repo
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		Fail(fmt.Sprintf("lvslab %s: %v", strings.Join(args, " "), err))
+	}
+	GinkgoWriter.Printf("$ lvslab %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return out.String(), errOut.String(), code
+}
+
+// up brings a scenario up under a lab name and removes it when the container ends.
+func up(file, name string) (*scenario.Scenario, *state.Lab) {
+	s, err := scenario.Load(filepath.Join(repo, file))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(s.Rename(name)).To(Succeed())
+	_, stderr, code := lv("up", "--name", name, file)
+	Expect(code).To(Equal(0), "lvslab up %s: %s", file, stderr)
+	DeferCleanup(func() {
+		_, stderr, code := lv("down", name)
+		Expect(code).To(Equal(0), stderr)
+	})
+	l, err := state.Store{Dir: state.DefaultDir}.Load(name)
+	Expect(err).NotTo(HaveOccurred())
+	return s, l
+}
+
+// dumpOnFailure prints the state that explains a failure: every node's addresses,
+// and the director's IPVS table and connection table.
+func dumpOnFailure(l **state.Lab) {
+	ReportAfterEach(func(r SpecReport) {
+		if !r.Failed() || *l == nil {
+			return
+		}
+		lab := *l
+		var b strings.Builder
+		_ = scenario.WriteStatus(&b, lab)
+		if lab.Director != "" {
+			d := scenario.Nodes(lab)[lab.Director]
+			_ = d.Do(func() error {
+				conns, err := os.ReadFile("/proc/net/ip_vs_conn")
+				fmt.Fprintf(&b, "  %s /proc/net/ip_vs_conn:\n%s%v\n", lab.Director, conns, err)
+				return nil
+			})
+		}
+		for name, n := range scenario.Nodes(lab) {
+			out, _ := exec.Command("ip", "-n", filepathBase(n), "neigh").CombinedOutput()
+			fmt.Fprintf(&b, "  %s neighbours:\n%s", name, out)
+		}
+		AddReportEntry("lab state", b.String())
+		fmt.Fprintln(GinkgoWriter, b.String())
+	})
+}
+
+func filepathBase(n node.Node) string { return filepath.Base(n.NSPath) }
+
+// readIPVS reads the director's table back over netlink.
+func readIPVS(l *state.Lab) *ipvsadm.Table {
+	t, err := ipvsadm.Read(scenario.Nodes(l)[l.Director])
+	Expect(err).NotTo(HaveOccurred())
+	return t
+}

@@ -1,0 +1,117 @@
+package scenario
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+)
+
+// Each invalid fixture names, on its first line, the error it must produce.
+func TestInvalidScenarios(t *testing.T) {
+	files, _ := filepath.Glob("testdata/invalid/*.yaml")
+	if len(files) < 10 {
+		t.Fatalf("only %d fixtures", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			want, ok := strings.CutPrefix(first, "# want: ")
+			if !ok {
+				t.Fatalf("first line must be '# want: <error>'")
+			}
+			_, err = Load(f)
+			if err == nil {
+				t.Fatalf("Load succeeded, want error %q", want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("error\n  got  %q\n  want %q", err, want)
+			}
+		})
+	}
+}
+
+func TestShippedScenariosLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../scenarios/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no scenarios shipped")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
+
+func TestNATRR(t *testing.T) {
+	s, err := Load("../../scenarios/nat-rr.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name != "nat-rr" || s.Topology.Name != "nat-rr" {
+		t.Errorf("lab name %q / %q, want nat-rr", s.Name, s.Topology.Name)
+	}
+	if s.Director() != "director" {
+		t.Fatalf("director %q", s.Director())
+	}
+	d, _ := s.Node("director")
+	want := apply.Service{
+		Protocol: "tcp", Addr: netip.MustParseAddrPort("203.0.113.1:80"), Scheduler: "rr",
+		Servers: []apply.Server{
+			{Addr: netip.MustParseAddrPort("198.51.100.11:80"), Method: "nat", Weight: 1},
+			{Addr: netip.MustParseAddrPort("198.51.100.12:80"), Method: "nat", Weight: 1},
+		},
+	}
+	if len(d.Services) != 1 {
+		t.Fatalf("services %+v", d.Services)
+	}
+	got := d.Services[0]
+	if got.Key() != want.Key() || got.Scheduler != want.Scheduler || len(got.Servers) != 2 ||
+		got.Servers[0] != want.Servers[0] || got.Servers[1] != want.Servers[1] {
+		t.Errorf("service\n got %+v\nwant %+v", got, want)
+	}
+	if len(d.Sysctls) != 1 || d.Sysctls[0] != (apply.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}) {
+		t.Errorf("sysctls %+v", d.Sysctls)
+	}
+	w, _ := s.Node("web1")
+	if w.Web == nil || len(w.Web.HTTP) != 1 || w.Web.HTTP[0] != 80 {
+		t.Errorf("web1 web %+v", w.Web)
+	}
+	if len(w.Routes) != 1 || w.Routes[0].String() != "0.0.0.0/0 via 198.51.100.1" {
+		t.Errorf("web1 routes %v", w.Routes)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	s, err := Parse("../../scenarios/x.yaml", []byte(`version: 1
+topology: ../topologies/lvs-nat.clab.yml
+nodes:
+  director:
+    ipvs:
+      services:
+        - protocol: tcp
+          address: 203.0.113.1:80
+          servers: [{address: 198.51.100.11:80}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.Node("director")
+	svc := d.Services[0]
+	if svc.Scheduler != "wlc" {
+		t.Errorf("default scheduler %q, want wlc (ipvsadm's default)", svc.Scheduler)
+	}
+	if svc.Servers[0].Method != "dr" || svc.Servers[0].Weight != 1 {
+		t.Errorf("default server %+v, want dr (-g) with weight 1", svc.Servers[0])
+	}
+	if s.Name != "lvs-nat" {
+		t.Errorf("lab name defaults to the topology's, got %q", s.Name)
+	}
+}
