@@ -53,7 +53,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 		Expect(svc.Protocol).To(BeEquivalentTo(6))
 		Expect(svc.Address.String()).To(Equal("203.0.113.1"))
 		Expect(svc.Port).To(BeEquivalentTo(80))
-		Expect(svc.Flags &^ apply.FlagHashed).To(BeZero(), "no persistence")
+		Expect(svc.Flags&^apply.FlagHashed).To(BeZero(), "no persistence")
 		var got []string
 		for _, d := range t.Services[0].Destinations {
 			got = append(got, netip.AddrPortFrom(netip.MustParseAddr(d.Address.String()), d.Port).String()+" "+apply.MethodOf(d.ConnectionFlags)+" "+strings.Repeat("w", d.Weight))

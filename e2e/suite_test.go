@@ -36,9 +36,7 @@ var (
 
 var _ = BeforeSuite(func() {
 	logrus.SetLevel(logrus.ErrorLevel) // moby/ipvs warns when its own modprobe fails; lvslab loads modules itself
-	var err error
-	repo, err = filepath.Abs("..")
-	Expect(err).NotTo(HaveOccurred())
+	repo = findRepo()
 	lvslabBin = os.Getenv("LVSLAB_BIN")
 	if lvslabBin == "" {
 		lvslabBin = filepath.Join(repo, "bin", "lvslab")
@@ -51,6 +49,21 @@ var _ = BeforeSuite(func() {
 	_, _, code := lv("gc")
 	Expect(code).To(Equal(0))
 })
+
+// findRepo walks up from the working directory to the directory holding go.mod
+// (the suite runs from e2e/ under go test, from the root under make e2e).
+func findRepo() string {
+	dir, err := os.Getwd()
+	Expect(err).NotTo(HaveOccurred())
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		Expect(parent).NotTo(Equal(dir), "no go.mod above the working directory")
+		dir = parent
+	}
+}
 
 // lv runs the lvslab binary from the repository root.
 func lv(args ...string) (string, string, int) {

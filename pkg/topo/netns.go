@@ -25,6 +25,8 @@ func NSName(lab, nodeName string) string { return "clab-" + lab + "-" + nodeName
 // Nothing is created in the namespace of the process that calls it.
 type Netns struct {
 	Store state.Store
+
+	beforeLink func(i int) error // test hook: a fault injected before link i is made
 }
 
 // Deploy builds the topology. It records the lab before creating anything, and
@@ -95,9 +97,14 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			}
 		}
 	}
-	for _, l := range t.Links {
+	for i, l := range t.Links {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if r.beforeLink != nil {
+			if err := r.beforeLink(i); err != nil {
+				return err
+			}
 		}
 		v := &netlink.Veth{
 			LinkAttrs:     netlink.LinkAttrs{Name: l.A.Iface},

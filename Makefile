@@ -1,0 +1,68 @@
+# lvslab: the LVS (IPVS) lab as software.
+#   make lab-up     bring the NAT lab up (installs what is missing, builds lvslab)
+#   make lab-down   remove every lab and the sandbox kernel
+#   make test       unit tests + the Ginkgo conformance suite on a real IPVS kernel
+
+export PATH := /usr/local/go/bin:$(PATH)
+GO       ?= go
+BIN      := $(CURDIR)/bin/lvslab
+SCENARIO ?= scenarios/nat-rr.yaml
+# Debian packages: the user-mode-linux kernel (real IPVS where the host has none),
+# iproute2/ipvsadm/curl for people poking at a lab, iptables for firewall marks.
+APT_PKGS := user-mode-linux kmod iproute2 ipvsadm curl iptables
+# Every privileged test runs inside a fresh sandbox kernel, booted per test binary.
+SANDBOX  := $(BIN) sandbox run --
+REPORT   := $(CURDIR)/e2e/report
+GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
+	--junit-report=$(REPORT)/junit.xml
+LABELS   ?=
+
+.PHONY: deps build lab-up lab-down test unit e2e privileged bench fuzz clean
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN) ./cmd/lvslab
+
+bin/ginkgo: go.mod
+	$(GO) build -o bin/ginkgo github.com/onsi/ginkgo/v2/ginkgo
+
+lab-up: deps build
+	$(BIN) up $(SCENARIO)
+
+lab-down: build
+	$(BIN) down
+
+test: deps build unit privileged e2e
+
+# The e2e suite needs a kernel with IPVS: it runs in `make e2e`, not here.
+unit:
+	$(GO) vet ./...
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+# Package tests that need root and a kernel with IPVS (namespaces, veth, netlink).
+privileged: build
+	$(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/
+
+# The suite is compiled on the host, then the Ginkgo CLI runs it inside a fresh
+# sandbox kernel. LABELS=nat (a Ginkgo label filter) runs a part.
+e2e: build bin/ginkgo
+	@mkdir -p $(REPORT)
+	$(GO) test -c -o bin/e2e.test ./e2e/
+	$(SANDBOX) bin/ginkgo $(GINKGO_FLAGS) --timeout 20m $(if $(LABELS),--label-filter='$(LABELS)') bin/e2e.test
+
+# Benchmarks (targets in README): lab up inside the sandbox, sandbox boot on the host.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 20x -exec "$(SANDBOX)" ./pkg/scenario/
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
+
+clean:
+	rm -rf bin $(REPORT)
