@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged bench fuzz clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest bench clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -41,7 +41,7 @@ lab-up: deps build
 lab-down: build
 	$(BIN) down
 
-test: deps build unit privileged e2e
+test: deps build unit privileged hosttest e2e
 
 # The e2e suite needs a kernel with IPVS: it runs in `make e2e`, not here.
 unit:
@@ -54,6 +54,11 @@ privileged: build
 
 # The suite is compiled on the host, then the Ginkgo CLI runs it inside a fresh
 # sandbox kernel. LABELS=nat (a Ginkgo label filter) runs a part.
+# The CLI on the host against a kept sandbox kernel: up returns, later commands
+# reach the lab, down and gc (after kill -9 of the supervisor) leave nothing.
+hosttest: build
+	$(GO) test -count=1 ./cmd/lvslab/
+
 e2e: build bin/ginkgo
 	@mkdir -p $(REPORT)
 	$(GO) test -c -o bin/e2e.test ./e2e/

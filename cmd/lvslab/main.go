@@ -460,11 +460,8 @@ func cmdGC(ctx context.Context, args []string) error {
 	if inSandbox() {
 		return err
 	}
-	if sandbox.Running(sandbox.DefaultDir) {
-		err = errors.Join(err, forward(ctx, false, "gc"))
-	}
-	err = errors.Join(err, sandbox.Stop(ctx, sandbox.DefaultDir))
-	return err
+	// Labs inside the sandbox kernel go with it: stop it (or kill what a crash left).
+	return errors.Join(err, sandbox.Stop(ctx, sandbox.DefaultDir))
 }
 
 func cmdSandbox(ctx context.Context, args []string) error {
