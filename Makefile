@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest bench clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -68,6 +68,11 @@ e2e: build bin/ginkgo
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20x -exec "$(SANDBOX)" ./pkg/scenario/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
+
+# Fuzz the ipvsadm rule parser; new interesting inputs stay in Go's cache, copy
+# them to pkg/ipvsadm/testdata/fuzz/FuzzRule to keep them as regression seeds.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzRule -fuzztime $${FUZZTIME:-60s} ./pkg/ipvsadm/
 
 clean:
 	rm -rf bin $(REPORT)

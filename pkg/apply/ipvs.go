@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -26,8 +27,55 @@ type IPVS interface {
 // Service flags the kernel uses; moby/ipvs has no constants for them.
 const (
 	FlagPersistent = 0x1
-	FlagHashed     = 0x2 // set by the kernel on every listed service
+	FlagHashed     = 0x2  // set by the kernel on every listed service
+	FlagSched1     = 0x8  // sh-fallback, mh-fallback
+	FlagSched2     = 0x10 // sh-port, mh-port
+	FlagSched3     = 0x20
 )
+
+// SchedFlags maps ipvsadm's scheduler flag names to service flags.
+var SchedFlags = map[string]uint32{
+	"sh-fallback": FlagSched1, "sh-port": FlagSched2,
+	"mh-fallback": FlagSched1, "mh-port": FlagSched2,
+}
+
+// SchedFlagNames names the scheduler flags set in flags for scheduler sched.
+func SchedFlagNames(sched string, flags uint32) []string {
+	var out []string
+	for _, n := range []string{"fallback", "port"} {
+		name := sched + "-" + n
+		if f, ok := SchedFlags[name]; ok && flags&f != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// DefaultTimeout is the persistence timeout ipvsadm uses for -p without a value.
+const DefaultTimeout = 300
+
+// netmaskToKernel encodes an IPv4 persistence netmask for moby/ipvs. The kernel
+// reads the attribute as big-endian, but moby/ipvs writes the uint32 in host byte
+// order: so the value given must be the mask's bytes read in host order (a /24 is
+// 0x00FFFFFF on x86). For IPv6 the kernel wants the prefix length.
+func netmaskToKernel(bits int, v6 bool) uint32 {
+	if v6 {
+		return uint32(bits)
+	}
+	m := net.CIDRMask(bits, 32)
+	return binary.NativeEndian.Uint32(m)
+}
+
+// NetmaskFromKernel decodes a netmask read back through moby/ipvs (see netmaskToKernel).
+func NetmaskFromKernel(v uint32, v6 bool) int {
+	if v6 {
+		return int(v)
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	ones, _ := net.IPMask(b[:]).Size()
+	return ones
+}
 
 // DefaultScheduler is what the kernel (and ipvsadm) use when none is given.
 const DefaultScheduler = "wlc"
@@ -71,22 +119,36 @@ func ProtocolName(p uint16) string {
 }
 
 func toKernelService(s Service) *ipvs.Service {
-	k := &ipvs.Service{SchedName: s.Scheduler, Netmask: 0xFFFFFFFF}
+	k := &ipvs.Service{SchedName: s.Scheduler}
 	if k.SchedName == "" {
 		k.SchedName = DefaultScheduler
 	}
+	for _, f := range s.SchedFlags {
+		k.Flags |= SchedFlags[f]
+	}
+	mask := s.Netmask
+	if mask == 0 && !s.Persistent {
+		mask = s.MaxNetmask()
+	}
+	if s.Persistent {
+		k.Flags |= FlagPersistent
+		k.Timeout = s.Timeout
+		if k.Timeout == 0 {
+			k.Timeout = DefaultTimeout
+		}
+	}
+	k.Netmask = netmaskToKernel(mask, s.Is6())
+	k.AddressFamily = syscall.AF_INET
+	if s.Is6() {
+		k.AddressFamily = syscall.AF_INET6
+	}
 	if s.FWMark != 0 {
 		k.FWMark = s.FWMark
-		k.AddressFamily = syscall.AF_INET
 		return k
 	}
-	k.AddressFamily = family(s.Addr.Addr())
 	k.Protocol = protocols[s.Protocol]
 	k.Address = net.IP(s.Addr.Addr().AsSlice())
 	k.Port = s.Addr.Port()
-	if s.Addr.Addr().Is6() {
-		k.Netmask = 128
-	}
 	return k
 }
 
@@ -97,11 +159,26 @@ func toKernelDest(d Server) *ipvs.Destination {
 		Weight:          d.Weight,
 		ConnectionFlags: methodFlags[d.Method],
 		AddressFamily:   family(d.Addr.Addr()),
+		UpperThreshold:  d.Upper,
+		LowerThreshold:  d.Lower,
 	}
+}
+
+func serviceDiffers(cur, want *ipvs.Service) bool {
+	return cur.SchedName != want.SchedName || cur.Flags&^FlagHashed != want.Flags ||
+		cur.Timeout != want.Timeout || cur.Netmask != want.Netmask
+}
+
+func destDiffers(cur, want *ipvs.Destination) bool {
+	return cur.Weight != want.Weight || cur.ConnectionFlags&ipvs.ConnectionFlagFwdMask != want.ConnectionFlags ||
+		cur.UpperThreshold != want.UpperThreshold || cur.LowerThreshold != want.LowerThreshold
 }
 
 func kernelServiceKey(k *ipvs.Service) string {
 	if k.FWMark != 0 {
+		if k.AddressFamily == syscall.AF_INET6 {
+			return fmt.Sprintf("fwm6:%d", k.FWMark)
+		}
 		return fmt.Sprintf("fwm:%d", k.FWMark)
 	}
 	a, _ := netip.AddrFromSlice(k.Address)
@@ -149,7 +226,7 @@ func ReconcileIPVS(nodeName string, h IPVS, want []Service) ([]Change, error) {
 				return fail(err, "add service %s", key)
 			}
 			note("add service %s scheduler %s", key, ks.SchedName)
-		case cur.SchedName != ks.SchedName || cur.Flags&^FlagHashed != ks.Flags:
+		case serviceDiffers(cur, ks):
 			if err := h.UpdateService(ks); err != nil {
 				return fail(err, "edit service %s", key)
 			}
@@ -177,7 +254,7 @@ func ReconcileIPVS(nodeName string, h IPVS, want []Service) ([]Change, error) {
 					return fail(err, "add real server %s to %s", dk, key)
 				}
 				note("add real server %s to %s (%s, weight %d)", dk, key, srv.Method, srv.Weight)
-			case cur.Weight != kd.Weight || cur.ConnectionFlags&ipvs.ConnectionFlagFwdMask != kd.ConnectionFlags:
+			case destDiffers(cur, kd):
 				if err := h.UpdateDestination(ks, kd); err != nil {
 					return fail(err, "edit real server %s of %s", dk, key)
 				}

@@ -83,26 +83,53 @@ const (
 
 // Service is an IPVS virtual service.
 type Service struct {
-	Protocol  string         // "tcp" or "udp"; empty for a firewall-mark service
-	Addr      netip.AddrPort // virtual address; zero for a firewall-mark service
-	FWMark    uint32
-	Scheduler string
-	Servers   []Server
+	Protocol   string         // "tcp" or "udp"; empty for a firewall-mark service
+	Addr       netip.AddrPort // virtual address; zero for a firewall-mark service
+	FWMark     uint32         // firewall mark (ipvsadm -f); 0 for an address service
+	IPv6       bool           // address family of a firewall-mark service (ipvsadm -6)
+	Scheduler  string
+	SchedFlags []string // sh-fallback, sh-port, mh-fallback, mh-port (ipvsadm -b)
+	Persistent bool     // ipvsadm -p
+	Timeout    uint32   // persistence timeout in seconds (300 when -p has no value)
+	Netmask    int      // persistence granularity as a prefix length: 32 (or 128) by default (-M)
+	Servers    []Server
+}
+
+// Is6 reports whether the service is IPv6.
+func (s Service) Is6() bool {
+	if s.FWMark != 0 {
+		return s.IPv6
+	}
+	return s.Addr.Addr().Is6()
 }
 
 // Key identifies the service the way the kernel does.
 func (s Service) Key() string {
 	if s.FWMark != 0 {
+		if s.IPv6 {
+			return fmt.Sprintf("fwm6:%d", s.FWMark)
+		}
 		return fmt.Sprintf("fwm:%d", s.FWMark)
 	}
 	return s.Protocol + ":" + s.Addr.String()
+}
+
+// MaxNetmask is the netmask prefix length that puts every client in its own
+// persistence group: 32 for IPv4, 128 for IPv6.
+func (s Service) MaxNetmask() int {
+	if s.Is6() {
+		return 128
+	}
+	return 32
 }
 
 // Server is a real server of a service.
 type Server struct {
 	Addr   netip.AddrPort
 	Method string
-	Weight int
+	Weight int    // 0..65535; 0 quiesces the server (no new connections)
+	Upper  uint32 // connection thresholds (ipvsadm -x, -y); 0 for none
+	Lower  uint32
 }
 
 // Web is the built-in web server: it answers on each port with the node's name.

@@ -1,5 +1,6 @@
-// Package ipvsadm speaks ipvsadm's languages: it prints a live IPVS table the way
-// `ipvsadm -Ln` does.
+// Package ipvsadm speaks ipvsadm's languages: it parses the rules students write
+// (ipvsadm's command lines, as `ipvsadm-save -n` prints them) into lvslab's service
+// model, and prints a live IPVS table the way `ipvsadm -Ln` and `ipvsadm-save -n` do.
 package ipvsadm
 
 import (
@@ -11,7 +12,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 
+	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/moby/ipvs"
 )
@@ -71,6 +74,43 @@ func serviceSortKey(s *ipvs.Service) string {
 	return fmt.Sprintf("1 %s %s", protoName(s.Protocol), addrPort(s.Address, s.Port))
 }
 
+// Model returns the table as lvslab's service model, real servers in the kernel's
+// list order.
+func (t *Table) Model() []apply.Service {
+	var out []apply.Service
+	for _, e := range t.Services {
+		k := e.Service
+		v6 := k.AddressFamily == syscall.AF_INET6
+		s := apply.Service{
+			FWMark:     k.FWMark,
+			Scheduler:  k.SchedName,
+			SchedFlags: apply.SchedFlagNames(k.SchedName, k.Flags),
+			Persistent: k.Flags&apply.FlagPersistent != 0,
+			Netmask:    apply.NetmaskFromKernel(k.Netmask, v6),
+		}
+		if s.Persistent {
+			s.Timeout = k.Timeout
+		}
+		if k.FWMark != 0 {
+			s.IPv6 = v6
+		} else {
+			s.Protocol = strings.ToLower(protoName(k.Protocol))
+			s.Addr = netip.MustParseAddrPort(addrPort(k.Address, k.Port))
+		}
+		for _, d := range e.Destinations {
+			s.Servers = append(s.Servers, apply.Server{
+				Addr:   netip.MustParseAddrPort(addrPort(d.Address, d.Port)),
+				Method: apply.MethodOf(d.ConnectionFlags),
+				Weight: d.Weight,
+				Upper:  d.UpperThreshold,
+				Lower:  d.LowerThreshold,
+			})
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 func protoName(p uint16) string {
 	switch p {
 	case 6:
@@ -119,8 +159,18 @@ func WriteList(w io.Writer, t *Table) error {
 		} else {
 			fmt.Fprintf(bw, "%s  %s %s", protoName(s.Protocol), addrPort(s.Address, s.Port), s.SchedName)
 		}
-		if s.Flags&0x1 != 0 {
+		if f := apply.SchedFlagNames(s.SchedName, s.Flags); len(f) > 0 {
+			fmt.Fprintf(bw, " (%s)", strings.Join(f, ","))
+		}
+		if s.Flags&apply.FlagPersistent != 0 {
 			fmt.Fprintf(bw, " persistent %d", s.Timeout)
+			v6 := s.AddressFamily == syscall.AF_INET6
+			bits := apply.NetmaskFromKernel(s.Netmask, v6)
+			if v6 && bits != 128 {
+				fmt.Fprintf(bw, " mask %d", bits)
+			} else if !v6 && bits != 32 {
+				fmt.Fprintf(bw, " mask %s", net.IP(net.CIDRMask(bits, 32)))
+			}
 		}
 		fmt.Fprintln(bw)
 		for _, d := range e.Destinations {
