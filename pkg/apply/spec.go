@@ -22,6 +22,7 @@ type NodeSpec struct {
 	Routes    []Route
 	Sysctls   []Sysctl
 	Services  []Service // IPVS virtual services (the director)
+	Marks     []Mark    // firewall marks (mangle PREROUTING)
 	Web       *Web      // built-in web server, nil for none
 	Commands  [][]string
 }
@@ -134,5 +135,17 @@ type Server struct {
 
 // Web is the built-in web server: it answers on each port with the node's name.
 type Web struct {
-	HTTP []uint16
+	HTTP  []uint16
+	HTTPS []uint16 // TLS with a self-signed certificate made at start
+	UDP   []uint16 // each datagram is answered with the node's name
+}
+
+// Mark sets a firewall mark on packets to Destination on any of Ports, as
+// `iptables -t mangle -A PREROUTING -d VIP -p tcp -m multiport --dports 80,443
+// -j MARK --set-mark 10` does; an IPVS firewall-mark service then takes them.
+type Mark struct {
+	Protocol    string
+	Destination netip.Addr
+	Ports       []uint16
+	Mark        uint32
 }

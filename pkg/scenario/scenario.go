@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/ipvsadm"
 	"github.com/lvslab/lvslab/pkg/topo"
 	"gopkg.in/yaml.v3"
 )
@@ -67,9 +68,6 @@ func (s *Scenario) Node(name string) (apply.NodeSpec, bool) {
 	return apply.NodeSpec{}, false
 }
 
-// Schedulers are the IPVS schedulers the kernel ships.
-var Schedulers = []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf", "lblc", "lblcr"}
-
 type rawScenario struct {
 	Version     int                 `yaml:"version"`
 	Name        string              `yaml:"name"`
@@ -84,6 +82,7 @@ type rawNode struct {
 	Sysctls   map[string]string   `yaml:"sysctls"`
 	IPVS      *rawIPVS            `yaml:"ipvs"`
 	Web       *rawWeb             `yaml:"web"`
+	Firewall  *rawFirewall        `yaml:"firewall"`
 	Commands  [][]string          `yaml:"commands"`
 }
 
@@ -95,23 +94,44 @@ type rawRoute struct {
 
 type rawIPVS struct {
 	Services []rawService `yaml:"services"`
+	Rules    []string     `yaml:"rules"` // ipvsadm command lines, run after services
 }
 
 type rawService struct {
-	Protocol  string      `yaml:"protocol"`
-	Address   string      `yaml:"address"`
-	Scheduler string      `yaml:"scheduler"`
-	Servers   []rawServer `yaml:"servers"`
+	Protocol   string      `yaml:"protocol"`
+	Address    string      `yaml:"address"`
+	FWMark     uint32      `yaml:"fwmark"`
+	IPv6       bool        `yaml:"ipv6"`
+	Scheduler  string      `yaml:"scheduler"`
+	Flags      []string    `yaml:"flags"`
+	Persistent any         `yaml:"persistent"` // seconds, or true for ipvsadm's 300
+	Netmask    string      `yaml:"netmask"`
+	Servers    []rawServer `yaml:"servers"`
 }
 
 type rawServer struct {
 	Address string `yaml:"address"`
 	Method  string `yaml:"method"`
 	Weight  *int   `yaml:"weight"`
+	Upper   *int64 `yaml:"upper"`
+	Lower   *int64 `yaml:"lower"`
 }
 
 type rawWeb struct {
-	HTTP []int `yaml:"http"`
+	HTTP  []int `yaml:"http"`
+	HTTPS []int `yaml:"https"`
+	UDP   []int `yaml:"udp"`
+}
+
+type rawFirewall struct {
+	Marks []rawMark `yaml:"marks"`
+}
+
+type rawMark struct {
+	Protocol    string `yaml:"protocol"`
+	Destination string `yaml:"destination"`
+	Ports       []int  `yaml:"ports"`
+	Mark        uint32 `yaml:"mark"`
 }
 
 // Error is a problem in a scenario file: the file, the field and what is wrong
@@ -190,7 +210,66 @@ func Parse(file string, data []byte) (*Scenario, error) {
 		}
 		s.Spec.Nodes = append(s.Spec.Nodes, ns)
 	}
+	if err := checkServers(s, fail); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// checkServers checks each real server against the network: it must be a node of
+// the scenario; a NAT server must be reachable through the director (replies come
+// back through it); a DR server must share an L2 segment with the director (the
+// director rewrites only the MAC address).
+func checkServers(s *Scenario, fail failFunc) error {
+	for _, d := range s.Spec.Nodes {
+		for _, svc := range d.Services {
+			for _, srv := range svc.Servers {
+				field := fmt.Sprintf("nodes.%s.ipvs (service %s, real server %s)", d.Name, svc.Key(), srv.Addr)
+				owner := s.OwnerOf(srv.Addr.Addr())
+				if owner == "" {
+					return fail(field, "no node of this scenario has address %s", srv.Addr.Addr())
+				}
+				switch srv.Method {
+				case apply.MethodNAT:
+					if !reaches(d, srv.Addr.Addr()) {
+						return fail(field, "%s (nat) is not reachable through %s: none of its addresses or routes covers it", srv.Addr.Addr(), d.Name)
+					}
+				case apply.MethodDR:
+					if !slices.Contains(l2Segment(s.Topology, d.Name), owner) {
+						return fail(field, "%s (dr) is on %s, which shares no L2 segment with %s", srv.Addr.Addr(), owner, d.Name)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func reaches(n apply.NodeSpec, a netip.Addr) bool {
+	for _, x := range n.Addresses {
+		if x.Dev != "lo" && x.Prefix.Masked().Contains(a) {
+			return true
+		}
+	}
+	for _, r := range n.Routes {
+		if r.Dst.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// l2Segment lists the nodes that share a link or a bridge with node.
+func l2Segment(t *topo.Topology, node string) []string {
+	var out []string
+	for _, p := range t.Peers(node) {
+		if t.Nodes[p].Kind == topo.KindBridge {
+			out = append(out, t.Peers(p)...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 type failFunc func(field, f string, a ...any) error
@@ -198,7 +277,9 @@ type failFunc func(field, f string, a ...any) error
 func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips map[string]string) (apply.NodeSpec, error) {
 	field := "nodes." + name
 	ns := apply.NodeSpec{Name: name}
+	// lo, the file's interfaces, and tunl0 (the kernel's ipip device, for LVS-TUN).
 	ifaces := append([]string{"lo"}, t.Interfaces(name)...)
+	ifaces = append(ifaces, "tunl0")
 	devs := make([]string, 0, len(rn.Addresses))
 	for d := range rn.Addresses {
 		devs = append(devs, d)
@@ -273,28 +354,81 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 		ns.Sysctls = append(ns.Sysctls, apply.Sysctl{Key: k, Value: v})
 	}
 	if rn.IPVS != nil {
+		var table ipvsadm.Rules
 		for i, rs := range rn.IPVS.Services {
-			svc, err := parseService(fmt.Sprintf("%s.ipvs.services[%d]", field, i), rs, fail)
+			f := fmt.Sprintf("%s.ipvs.services[%d]", field, i)
+			svc, err := parseService(f, rs, fail)
 			if err != nil {
 				return ns, err
 			}
 			if prev, dup := vips[svc.Key()]; dup {
-				return ns, fail(fmt.Sprintf("%s.ipvs.services[%d]", field, i), "service %s is already defined at %s", svc.Key(), prev)
+				return ns, fail(f, "service %s is already defined at %s", svc.Key(), prev)
 			}
-			vips[svc.Key()] = fmt.Sprintf("%s.ipvs.services[%d]", field, i)
-			ns.Services = append(ns.Services, svc)
+			vips[svc.Key()] = f
+			table = append(table, svc)
 		}
+		for i, line := range rn.IPVS.Rules {
+			f := fmt.Sprintf("%s.ipvs.rules[%d]", field, i)
+			r, err := ipvsadm.ParseRule(line)
+			if err == nil {
+				err = table.Exec(r)
+			}
+			if err != nil {
+				return ns, fail(f, "%q: %v", line, err)
+			}
+			if r.Op == ipvsadm.AddService {
+				if prev, dup := vips[r.Service.Key()]; dup {
+					return ns, fail(f, "service %s is already defined at %s", r.Service.Key(), prev)
+				}
+				vips[r.Service.Key()] = f
+			}
+		}
+		ns.Services = table
 	}
 	if rn.Web != nil {
-		if len(rn.Web.HTTP) == 0 {
-			return ns, fail(field+".web.http", "no ports (give at least one, like [80])")
+		w := rn.Web
+		if len(w.HTTP)+len(w.HTTPS)+len(w.UDP) == 0 {
+			return ns, fail(field+".web", "no ports (give at least one, like http: [80])")
 		}
 		ns.Web = &apply.Web{}
-		for i, p := range rn.Web.HTTP {
-			if p < 1 || p > 65535 {
-				return ns, fail(fmt.Sprintf("%s.web.http[%d]", field, i), "port %d is out of range (1..65535)", p)
+		for _, kind := range []struct {
+			name  string
+			ports []int
+			dst   *[]uint16
+		}{{"http", w.HTTP, &ns.Web.HTTP}, {"https", w.HTTPS, &ns.Web.HTTPS}, {"udp", w.UDP, &ns.Web.UDP}} {
+			for i, p := range kind.ports {
+				if p < 1 || p > 65535 {
+					return ns, fail(fmt.Sprintf("%s.web.%s[%d]", field, kind.name, i), "port %d is out of range (1..65535)", p)
+				}
+				*kind.dst = append(*kind.dst, uint16(p))
 			}
-			ns.Web.HTTP = append(ns.Web.HTTP, uint16(p))
+		}
+	}
+	if rn.Firewall != nil {
+		for i, m := range rn.Firewall.Marks {
+			f := fmt.Sprintf("%s.firewall.marks[%d]", field, i)
+			fm := apply.Mark{Protocol: m.Protocol, Mark: m.Mark}
+			if m.Protocol != "tcp" && m.Protocol != "udp" {
+				return ns, fail(f+".protocol", "%q is not tcp or udp", m.Protocol)
+			}
+			a, err := netip.ParseAddr(m.Destination)
+			if err != nil || !a.Is4() {
+				return ns, fail(f+".destination", "%q is not an IPv4 address (marks are set with legacy iptables)", m.Destination)
+			}
+			fm.Destination = a
+			if m.Mark == 0 {
+				return ns, fail(f+".mark", "missing or 0 (a firewall mark is 1..4294967295)")
+			}
+			if len(m.Ports) == 0 || len(m.Ports) > 15 {
+				return ns, fail(f+".ports", "give 1 to 15 ports")
+			}
+			for j, p := range m.Ports {
+				if p < 1 || p > 65535 {
+					return ns, fail(fmt.Sprintf("%s.ports[%d]", f, j), "port %d is out of range (1..65535)", p)
+				}
+				fm.Ports = append(fm.Ports, uint16(p))
+			}
+			ns.Marks = append(ns.Marks, fm)
 		}
 	}
 	for i, c := range rn.Commands {
@@ -308,34 +442,77 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 
 func parseService(field string, rs rawService, fail failFunc) (apply.Service, error) {
 	var svc apply.Service
-	switch rs.Protocol {
-	case "tcp", "udp":
+	switch {
+	case rs.FWMark != 0:
+		if rs.Protocol != "" || rs.Address != "" {
+			return svc, fail(field+".fwmark", "a firewall-mark service has no protocol or address")
+		}
+		svc.FWMark, svc.IPv6 = rs.FWMark, rs.IPv6
+	case rs.Protocol == "tcp" || rs.Protocol == "udp":
 		svc.Protocol = rs.Protocol
-	case "":
-		return svc, fail(field+".protocol", "missing (tcp or udp)")
+		ap, err := netip.ParseAddrPort(rs.Address)
+		if err != nil {
+			return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
+		}
+		svc.Addr = ap
+	case rs.Protocol == "":
+		return svc, fail(field+".protocol", "missing (tcp or udp, or give fwmark)")
 	default:
 		return svc, fail(field+".protocol", "%q is not tcp or udp", rs.Protocol)
 	}
-	ap, err := netip.ParseAddrPort(rs.Address)
-	if err != nil {
-		return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
-	}
-	svc.Addr = ap
 	svc.Scheduler = rs.Scheduler
 	if svc.Scheduler == "" {
 		svc.Scheduler = apply.DefaultScheduler
 	}
-	if !slices.Contains(Schedulers, svc.Scheduler) {
-		return svc, fail(field+".scheduler", "%q is not a scheduler the kernel ships (%s)", rs.Scheduler, strings.Join(Schedulers, ", "))
+	if !slices.Contains(ipvsadm.Schedulers, svc.Scheduler) {
+		return svc, fail(field+".scheduler", "%q is not a scheduler the kernel ships (%s)", rs.Scheduler, strings.Join(ipvsadm.Schedulers, ", "))
+	}
+	for j, fl := range rs.Flags {
+		if _, ok := apply.SchedFlags[fl]; !ok || !strings.HasPrefix(fl, svc.Scheduler+"-") {
+			return svc, fail(fmt.Sprintf("%s.flags[%d]", field, j), "%q is not a flag of scheduler %s", fl, svc.Scheduler)
+		}
+		if !slices.Contains(svc.SchedFlags, fl) {
+			svc.SchedFlags = append(svc.SchedFlags, fl)
+		}
+	}
+	slices.Sort(svc.SchedFlags)
+	switch p := rs.Persistent.(type) {
+	case nil:
+	case bool:
+		if p {
+			svc.Persistent, svc.Timeout = true, apply.DefaultTimeout
+		}
+	case int:
+		if p < 1 {
+			return svc, fail(field+".persistent", "%d is not a timeout in seconds (1.., or true for 300)", p)
+		}
+		svc.Persistent, svc.Timeout = true, uint32(p)
+	default:
+		return svc, fail(field+".persistent", "%v is not a timeout in seconds (or true for 300)", p)
+	}
+	svc.Netmask = svc.MaxNetmask()
+	if rs.Netmask != "" {
+		if !svc.Persistent {
+			return svc, fail(field+".netmask", "needs persistent (the netmask groups clients for persistence)")
+		}
+		r, err := ipvsadm.ParseRule(fmt.Sprintf("-A %s -p -M %s", ipvsadm.ServiceArg(svc), rs.Netmask))
+		if err != nil {
+			return svc, fail(field+".netmask", "%q is not a netmask (255.255.255.0, or a prefix length for IPv6)", rs.Netmask)
+		}
+		svc.Netmask = r.Service.Netmask
 	}
 	seen := map[netip.AddrPort]bool{}
 	for j, r := range rs.Servers {
 		f := fmt.Sprintf("%s.servers[%d]", field, j)
 		ap, err := netip.ParseAddrPort(r.Address)
 		if err != nil {
-			return svc, fail(f+".address", "%q is not address:port", r.Address)
+			a, aerr := netip.ParseAddr(r.Address)
+			if aerr != nil {
+				return svc, fail(f+".address", "%q is not address:port", r.Address)
+			}
+			ap = netip.AddrPortFrom(a, svc.Addr.Port())
 		}
-		if ap.Addr().Is4() != svc.Addr.Addr().Is4() {
+		if ap.Addr().Is6() != svc.Is6() {
 			return svc, fail(f+".address", "%q is not of the service's address family", r.Address)
 		}
 		if seen[ap] {
@@ -355,6 +532,22 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 				return svc, fail(f+".weight", "%d is out of range (0..65535)", *r.Weight)
 			}
 			srv.Weight = *r.Weight
+		}
+		for _, th := range []struct {
+			name string
+			v    *int64
+			dst  *uint32
+		}{{"upper", r.Upper, &srv.Upper}, {"lower", r.Lower, &srv.Lower}} {
+			if th.v == nil {
+				continue
+			}
+			if *th.v < 0 || *th.v > 1<<32-1 {
+				return svc, fail(f+"."+th.name, "%d is out of range (0..4294967295)", *th.v)
+			}
+			*th.dst = uint32(*th.v)
+		}
+		if srv.Upper != 0 && srv.Lower > srv.Upper {
+			return svc, fail(f+".lower", "%d is above the upper threshold %d", srv.Lower, srv.Upper)
 		}
 		svc.Servers = append(svc.Servers, srv)
 	}

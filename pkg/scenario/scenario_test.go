@@ -99,6 +99,8 @@ nodes:
         - protocol: tcp
           address: 203.0.113.1:80
           servers: [{address: 198.51.100.11:80}]
+  web1:
+    addresses: {eth1: [198.51.100.11/24]}
 `))
 	if err != nil {
 		t.Fatal(err)
