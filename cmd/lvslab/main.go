@@ -32,10 +32,11 @@ const usage = `lvslab: the LVS (IPVS) lab as software
 usage:
   lvslab up [--kernel auto|host|uml] [--name LAB] [--keep] SCENARIO
                                                         bring a lab up
+  lvslab apply [--name LAB] SCENARIO                    bring a running lab to an edited scenario
   lvslab down [LAB...]                                  remove labs (all when none named)
   lvslab status [LAB]                                   labs, nodes, addresses, IPVS tables
   lvslab exec [--lab LAB] [-i] NODE -- COMMAND...       run a command in a node
-  lvslab ipvs [LAB]                                     the director's table, as ipvsadm -Ln
+  lvslab ipvs [--list|--save] [LAB]                     the director's table, as ipvsadm -Ln and ipvsadm-save -n
   lvslab gc                                             remove every lab and sandbox left behind
   lvslab sandbox run -- COMMAND...                      run a command in a fresh sandbox kernel
   lvslab sandbox status|stop                            the kept sandbox kernel
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdUp(ctx, args)
 	case "down":
 		return cmdDown(ctx, args)
+	case "apply":
+		return cmdApply(ctx, args)
 	case "status":
 		return cmdStatus(ctx, args)
 	case "exec":
@@ -417,11 +420,50 @@ func cmdExec(ctx context.Context, args []string) error {
 	return err
 }
 
-func cmdIPVS(ctx context.Context, args []string) error {
-	lab := ""
-	if len(args) > 0 {
-		lab = args[0]
+func cmdApply(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	name := fs.String("name", "", "the lab's name (default: the scenario's)")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
+	if fs.NArg() != 1 {
+		return errors.New("apply: give one scenario file")
+	}
+	s, err := scenario.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *name != "" {
+		if err := s.Rename(*name); err != nil {
+			return fmt.Errorf("apply: --name: %w", err)
+		}
+	}
+	if _, err := store().Load(s.Name); errors.Is(err, state.ErrNoLab) && !inSandbox() && sandbox.Running(sandbox.DefaultDir) {
+		return forward(ctx, false, append([]string{"apply"}, args...)...)
+	}
+	r, err := scenario.DefaultRunner()
+	if err != nil {
+		return err
+	}
+	changes, err := r.Apply(ctx, s)
+	for _, c := range changes {
+		fmt.Fprintf(os.Stderr, "  %s\n", c)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "✓ lab %s matches %s (%d changes)\n", s.Name, fs.Arg(0), len(changes))
+	return nil
+}
+
+func cmdIPVS(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("ipvs", flag.ContinueOnError)
+	list := fs.Bool("list", false, "only the ipvsadm -Ln layout")
+	save := fs.Bool("save", false, "only the ipvsadm-save -n layout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lab := fs.Arg(0)
 	l, err := findLab(lab, "")
 	if errors.Is(err, state.ErrNoLab) && !inSandbox() && sandbox.Running(sandbox.DefaultDir) {
 		return forward(ctx, false, append([]string{"ipvs"}, args...)...)
@@ -436,7 +478,19 @@ func cmdIPVS(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return ipvsadm.WriteList(os.Stdout, t)
+	both := *list == *save
+	if *list || both {
+		if err := ipvsadm.WriteList(os.Stdout, t); err != nil {
+			return err
+		}
+	}
+	if both {
+		fmt.Println("\n# ipvsadm-save -n")
+	}
+	if *save || both {
+		return ipvsadm.WriteSave(os.Stdout, t.Model())
+	}
+	return nil
 }
 
 func indexOf(list []string, s string) int {

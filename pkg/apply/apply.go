@@ -2,9 +2,12 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/lvslab/lvslab/pkg/node"
@@ -18,6 +21,16 @@ import (
 // their handles. It returns the writes it made; a second Apply of the same spec
 // returns none.
 func Apply(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change, error) {
+	return run(ctx, nodes, spec, false)
+}
+
+// Check reads every node's state back from the kernel and returns what differs
+// from spec (the writes Apply would make), without changing anything.
+func Check(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change, error) {
+	return run(ctx, nodes, spec, true)
+}
+
+func run(ctx context.Context, nodes map[string]node.Node, spec Spec, dry bool) ([]Change, error) {
 	var all []Change
 	for _, ns := range spec.Nodes {
 		if err := ctx.Err(); err != nil {
@@ -27,7 +40,7 @@ func Apply(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change
 		if !ok {
 			return all, fmt.Errorf("apply: node %q is not in the lab", ns.Name)
 		}
-		ch, err := applyNode(n, ns)
+		ch, err := applyNode(n, ns, dry)
 		all = append(all, ch...)
 		if err != nil {
 			return all, err
@@ -36,7 +49,7 @@ func Apply(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change
 	return all, nil
 }
 
-func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
+func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
 
@@ -49,6 +62,10 @@ func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
 				return fmt.Errorf("sysctl %s: %w", s.Key, err)
 			}
 			if strings.TrimSpace(string(cur)) == s.Value {
+				continue
+			}
+			if dry {
+				note("sysctl %s is %s, want %s", s.Key, strings.TrimSpace(string(cur)), s.Value)
 				continue
 			}
 			if err := os.WriteFile(s.Path(), []byte(s.Value), 0o644); err != nil {
@@ -78,9 +95,22 @@ func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
 		if err != nil {
 			return changes, fmt.Errorf("%s: address %s: interface %s: %w", n.Name, a.Prefix, a.Dev, err)
 		}
+		if link.Attrs().Flags&net.FlagUp == 0 { // e.g. tunl0, which the kernel makes down
+			if dry {
+				note("link %s is down", a.Dev)
+			} else if err := h.LinkSetUp(link); err != nil {
+				return changes, fmt.Errorf("%s: set %s up: %w", n.Name, a.Dev, err)
+			} else {
+				note("link %s up", a.Dev)
+			}
+		}
 		if has, err := hasAddr(h, link, a); err != nil {
 			return changes, fmt.Errorf("%s: list addresses of %s: %w", n.Name, a.Dev, err)
 		} else if has {
+			continue
+		}
+		if dry {
+			note("address %s dev %s is missing", a.Prefix, a.Dev)
 			continue
 		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}}
@@ -110,6 +140,10 @@ func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
 		} else if has {
 			continue
 		}
+		if dry {
+			note("route %s is missing", r)
+			continue
+		}
 		if err := h.RouteReplace(nr); err != nil {
 			return changes, fmt.Errorf("%s: route %s: %w", n.Name, r, err)
 		}
@@ -122,7 +156,18 @@ func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
 			return changes, fmt.Errorf("%s: IPVS netlink (is the ip_vs module loaded?): %w", n.Name, err)
 		}
 		defer ih.Close()
-		ch, err := ReconcileIPVS(n.Name, ih, want.Services)
+		var h IPVS = ih
+		if dry {
+			h = readOnly{ih}
+		}
+		ch, err := ReconcileIPVS(n.Name, h, want.Services)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	if len(want.Marks) > 0 {
+		ch, err := reconcileMarks(n, want.Marks, dry)
 		changes = append(changes, ch...)
 		if err != nil {
 			return changes, err
@@ -130,6 +175,108 @@ func applyNode(n node.Node, want NodeSpec) ([]Change, error) {
 	}
 	return changes, nil
 }
+
+// Remove undoes what old declared and next no longer does: addresses, routes,
+// firewall marks, and IPVS services of a node that has none left. (Sysctls keep
+// their values: the kernel's defaults are not known.)
+func Remove(ctx context.Context, nodes map[string]node.Node, old, next Spec) ([]Change, error) {
+	var changes []Change
+	for _, o := range old.Nodes {
+		if err := ctx.Err(); err != nil {
+			return changes, err
+		}
+		n, ok := nodes[o.Name]
+		if !ok {
+			continue
+		}
+		var nx NodeSpec
+		for _, x := range next.Nodes {
+			if x.Name == o.Name {
+				nx = x
+			}
+		}
+		ch, err := removeNode(n, o, nx)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	return changes, nil
+}
+
+func removeNode(n node.Node, old, next NodeSpec) ([]Change, error) {
+	var changes []Change
+	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
+	fd, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: open namespace: %w", n.Name, err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("%s: netlink: %w", n.Name, err)
+	}
+	defer h.Close()
+	for _, r := range old.Routes {
+		if slices.Contains(next.Routes, r) {
+			continue
+		}
+		nr := &netlink.Route{Dst: ipNet(r.Dst)}
+		if r.Via.IsValid() {
+			nr.Gw = r.Via.AsSlice()
+		}
+		if err := h.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
+			return changes, fmt.Errorf("%s: delete route %s: %w", n.Name, r, err)
+		}
+		note("delete route %s", r)
+	}
+	for _, a := range old.Addresses {
+		if slices.Contains(next.Addresses, a) {
+			continue
+		}
+		link, err := h.LinkByName(a.Dev)
+		if err != nil {
+			continue
+		}
+		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(a.Prefix)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return changes, fmt.Errorf("%s: delete address %s from %s: %w", n.Name, a.Prefix, a.Dev, err)
+		}
+		note("delete address %s dev %s", a.Prefix, a.Dev)
+	}
+	if len(old.Services) > 0 && len(next.Services) == 0 {
+		ih, err := ipvs.New(n.NSPath)
+		if err != nil {
+			return changes, fmt.Errorf("%s: IPVS netlink: %w", n.Name, err)
+		}
+		defer ih.Close()
+		ch, err := ReconcileIPVS(n.Name, ih, nil)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	if len(old.Marks) > 0 && len(next.Marks) == 0 {
+		if err := removeMarks(n); err != nil {
+			return changes, err
+		}
+		note("delete firewall marks")
+	}
+	return changes, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// readOnly lets ReconcileIPVS compute a diff: it reads, and writes nothing.
+type readOnly struct{ IPVS }
+
+func (readOnly) NewService(*ipvs.Service) error                           { return nil }
+func (readOnly) UpdateService(*ipvs.Service) error                        { return nil }
+func (readOnly) DelService(*ipvs.Service) error                           { return nil }
+func (readOnly) NewDestination(*ipvs.Service, *ipvs.Destination) error    { return nil }
+func (readOnly) UpdateDestination(*ipvs.Service, *ipvs.Destination) error { return nil }
+func (readOnly) DelDestination(*ipvs.Service, *ipvs.Destination) error    { return nil }
 
 func hasAddr(h *netlink.Handle, link netlink.Link, a Address) (bool, error) {
 	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)

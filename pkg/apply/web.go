@@ -49,21 +49,17 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 		if ns.Web == nil {
 			continue
 		}
-		for _, port := range ns.Web.HTTP {
+		for _, l := range ns.Web.listeners() {
 			var f *os.File
 			err := nodes[ns.Name].Do(func() error {
-				l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
-				if err != nil {
-					return err
-				}
-				defer l.Close()
-				f, err = l.(*net.TCPListener).File()
+				var err error
+				f, err = openSocket(l.kind, l.port)
 				return err
 			})
 			if err != nil {
-				return procs, fmt.Errorf("%s: web server on port %d: %w", ns.Name, port, err)
+				return procs, fmt.Errorf("%s: %s server on port %d: %w", ns.Name, l.kind, l.port, err)
 			}
-			names = append(names, ns.Name)
+			names = append(names, ns.Name+"/"+l.kind)
 			files = append(files, f)
 			if home.Name == "" {
 				home = nodes[ns.Name]
@@ -91,6 +87,45 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 		}
 	}
 	return procs, nil
+}
+
+type listenerSpec struct {
+	kind string
+	port uint16
+}
+
+func (w *Web) listeners() []listenerSpec {
+	var out []listenerSpec
+	for _, p := range w.HTTP {
+		out = append(out, listenerSpec{webd.KindHTTP, p})
+	}
+	for _, p := range w.HTTPS {
+		out = append(out, listenerSpec{webd.KindHTTPS, p})
+	}
+	for _, p := range w.UDP {
+		out = append(out, listenerSpec{webd.KindUDP, p})
+	}
+	return out
+}
+
+// openSocket opens a listening socket (in the calling thread's namespace) and
+// returns it as a file to hand to the web daemon.
+func openSocket(kind string, port uint16) (*os.File, error) {
+	addr := fmt.Sprintf(":%d", port)
+	if kind == webd.KindUDP {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		defer pc.Close()
+		return pc.(*net.UDPConn).File()
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	return l.(*net.TCPListener).File()
 }
 
 // launch starts cmd detached from the caller (own session, output to a log file),

@@ -49,7 +49,9 @@ func (e *RuleError) Error() string {
 	return e.Option + ": " + e.Msg
 }
 
-func ruleErr(opt, f string, a ...any) error { return &RuleError{Option: opt, Msg: fmt.Sprintf(f, a...)} }
+func ruleErr(opt, f string, a ...any) error {
+	return &RuleError{Option: opt, Msg: fmt.Sprintf(f, a...)}
+}
 
 var longOpts = map[string]string{
 	"--add-service": "-A", "--edit-service": "-E", "--delete-service": "-D", "--clear": "-C",
@@ -364,7 +366,9 @@ type Rules []apply.Service
 // Exec runs one rule against the table, as the kernel would: -A of an existing
 // service, -E or -D of a missing one, and the like are errors.
 func (t *Rules) Exec(r Rule) error {
-	find := func() int { return slices.IndexFunc(*t, func(s apply.Service) bool { return s.Key() == r.Service.Key() }) }
+	find := func() int {
+		return slices.IndexFunc(*t, func(s apply.Service) bool { return s.Key() == r.Service.Key() })
+	}
 	switch r.Op {
 	case Clear:
 		*t = nil

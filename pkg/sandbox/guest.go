@@ -25,7 +25,7 @@ const EnvInSandbox = "LVSLAB_IN_SANDBOX"
 var GuestModules = []string{
 	"veth", "bridge", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sed",
 	"ip_vs_nq", "ip_vs_sh", "ip_vs_dh", "ip_vs_mh", "ip_vs_fo", "ip_vs_ovf", "ip_vs_lblc",
-	"ip_vs_lblcr", "ipip", "ipv6",
+	"ip_vs_lblcr", "ipip", "ipv6", "ip_tables", "iptable_mangle", "xt_mark", "xt_multiport",
 }
 
 // IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
@@ -55,6 +57,10 @@ func IPVSModules(s *Scenario) []string {
 	mods := []string{"ip_vs"}
 	seen := map[string]bool{}
 	for _, n := range s.Spec.Nodes {
+		if len(n.Marks) > 0 && !seen["marks"] {
+			seen["marks"] = true
+			mods = append(mods, apply.MarkModules...)
+		}
 		for _, svc := range n.Services {
 			if !seen[svc.Scheduler] {
 				seen[svc.Scheduler] = true
@@ -65,18 +71,25 @@ func IPVSModules(s *Scenario) []string {
 	return mods
 }
 
+func (r *Runner) loadModules(s *Scenario) error {
+	loader := &kmod.Loader{Dir: r.Modules}
+	if loader.Dir == "" {
+		loader.Dir = kmod.DefaultDir()
+	}
+	if err := loader.Load(IPVSModules(s)...); err != nil {
+		if _, statErr := os.Stat("/proc/net/ip_vs"); statErr != nil {
+			return fmt.Errorf("this kernel cannot do IPVS (use --kernel uml): %w", err)
+		}
+	}
+	return nil
+}
+
 // Up builds the scenario's lab: topology, kernel state, web servers, and waits until
 // every web server answers. On failure it removes what it built unless r.Keep.
 func (r *Runner) Up(ctx context.Context, s *Scenario) (*state.Lab, error) {
 	if s.Director() != "" {
-		loader := &kmod.Loader{Dir: r.Modules}
-		if loader.Dir == "" {
-			loader.Dir = kmod.DefaultDir()
-		}
-		if err := loader.Load(IPVSModules(s)...); err != nil {
-			if _, statErr := os.Stat("/proc/net/ip_vs"); statErr != nil {
-				return nil, r.step("load IPVS modules", fmt.Errorf("this kernel cannot do IPVS (use --kernel uml): %w", err))
-			}
+		if err := r.loadModules(s); err != nil {
+			return nil, r.step("load IPVS modules", err)
 		}
 	}
 	rt := topo.Netns{Store: r.Store}
@@ -95,6 +108,7 @@ func (r *Runner) Up(ctx context.Context, s *Scenario) (*state.Lab, error) {
 		return nil, err
 	}
 	lab.Director = s.Director()
+	lab.Applied = string(s.Source)
 	if err := r.Store.Save(lab); err != nil {
 		return fail("record", err)
 	}
@@ -102,7 +116,10 @@ func (r *Runner) Up(ctx context.Context, s *Scenario) (*state.Lab, error) {
 	if _, err := apply.Apply(ctx, nodes, s.Spec); err != nil {
 		return fail("apply", err)
 	}
-	r.step("apply", nil)
+	if err := readBack(ctx, nodes, s.Spec); err != nil {
+		return fail("apply", err)
+	}
+	r.step("apply (read back from the kernel)", nil)
 	starter := apply.Starter{Self: r.Self, LogDir: filepath.Join(filepath.Dir(r.Store.Dir), "logs", s.Name)}
 	procs, err := starter.Start(ctx, nodes, s.Spec)
 	lab.Processes = procs
@@ -119,13 +136,110 @@ func (r *Runner) Up(ctx context.Context, s *Scenario) (*state.Lab, error) {
 	return lab, nil
 }
 
+// readBack reads every node's state from the kernel and fails with the
+// differences from spec, if any.
+func readBack(ctx context.Context, nodes map[string]node.Node, spec apply.Spec) error {
+	diff, err := apply.Check(ctx, nodes, spec)
+	if err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if len(diff) > 0 {
+		lines := make([]string, len(diff))
+		for i, d := range diff {
+			lines[i] = "  " + d.String()
+		}
+		return fmt.Errorf("the kernel disagrees with the scenario after applying it:\n%s", strings.Join(lines, "\n"))
+	}
+	return nil
+}
+
+// Apply brings a running lab to scenario s: only what differs from the kernel
+// changes (a weight edit edits that real server); what the previously applied
+// scenario declared and s does not is removed; the web servers restart only if
+// their configuration changed. It returns the writes made.
+func (r *Runner) Apply(ctx context.Context, s *Scenario) ([]apply.Change, error) {
+	lab, err := r.Store.Load(s.Name)
+	if err != nil {
+		return nil, err
+	}
+	if lab.Topology != abs(s.Topology.File) {
+		return nil, fmt.Errorf("apply %s: the lab was built from %s, the scenario names %s: bring it down and up instead", s.Name, lab.Topology, s.Topology.File)
+	}
+	var old *Scenario
+	if lab.Applied != "" {
+		old, err = Parse(lab.Scenario, []byte(lab.Applied))
+		if err != nil {
+			old = nil // the previous text no longer parses (e.g. its topology moved): nothing to remove
+		}
+	}
+	nodes := Nodes(lab)
+	var changes []apply.Change
+	if old != nil {
+		ch, err := apply.Remove(ctx, nodes, old.Spec, s.Spec)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	if s.Director() != "" {
+		if err := r.loadModules(s); err != nil {
+			return changes, err
+		}
+	}
+	ch, err := apply.Apply(ctx, nodes, s.Spec)
+	changes = append(changes, ch...)
+	if err != nil {
+		return changes, err
+	}
+	if err := readBack(ctx, nodes, s.Spec); err != nil {
+		return changes, err
+	}
+	if old == nil || !sameProcesses(old.Spec, s.Spec) {
+		for _, p := range lab.Processes {
+			_ = p.Kill()
+		}
+		starter := apply.Starter{Self: r.Self, LogDir: filepath.Join(filepath.Dir(r.Store.Dir), "logs", s.Name)}
+		procs, err := starter.Start(ctx, nodes, s.Spec)
+		if err != nil {
+			return changes, err
+		}
+		lab.Processes = procs
+		changes = append(changes, apply.Change{Node: "lab", What: "restart web servers and commands"})
+		if err := WaitWeb(ctx, nodes, s.Spec); err != nil {
+			return changes, err
+		}
+	}
+	lab.Director = s.Director()
+	lab.Scenario = abs(s.File)
+	lab.Applied = string(s.Source)
+	return changes, r.Store.Save(lab)
+}
+
+func sameProcesses(a, b apply.Spec) bool {
+	procs := func(s apply.Spec) map[string]string {
+		m := map[string]string{}
+		for _, n := range s.Nodes {
+			m[n.Name] = fmt.Sprintf("%+v %q", n.Web, n.Commands)
+		}
+		return m
+	}
+	return maps.Equal(procs(a), procs(b))
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 // WaitWeb waits until each web server accepts a connection inside its own node.
 func WaitWeb(ctx context.Context, nodes map[string]node.Node, spec apply.Spec) error {
 	for _, ns := range spec.Nodes {
 		if ns.Web == nil {
 			continue
 		}
-		for _, port := range ns.Web.HTTP {
+		for _, port := range append(ns.Web.HTTP, ns.Web.HTTPS...) {
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
 			err := nodes[ns.Name].Do(func() error {
 				c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)

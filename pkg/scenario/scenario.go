@@ -25,6 +25,7 @@ type Scenario struct {
 	Description string
 	Topology    *topo.Topology
 	Spec        apply.Spec
+	Source      []byte // the file's text
 }
 
 // Director returns the node that holds IPVS services, or "".
@@ -176,7 +177,7 @@ func Parse(file string, data []byte) (*Scenario, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: topology: %w", file, err)
 	}
-	s := &Scenario{File: file, Name: t.Name, Description: raw.Description, Topology: t}
+	s := &Scenario{File: file, Name: t.Name, Description: raw.Description, Topology: t, Source: data}
 	if raw.Name != "" {
 		// The lab name may differ from the topology's, so two labs of one topology run side by side.
 		t.Name = raw.Name

@@ -38,6 +38,7 @@ type Lab struct {
 	Kinds      []string  `json:"kinds"`              // node kinds, same order as Namespaces
 	Processes  []Process `json:"processes,omitempty"`
 	Director   string    `json:"director,omitempty"` // node holding the IPVS services
+	Applied    string    `json:"applied,omitempty"`  // the scenario file's text as last applied
 }
 
 // Store reads and writes lab records under Dir.

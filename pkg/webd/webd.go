@@ -5,8 +5,15 @@ package webd
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -15,9 +22,24 @@ import (
 	"time"
 )
 
-// EnvListeners tells the daemon which inherited descriptors belong to which node:
-// "web1,web2" means fd 3 serves web1 and fd 4 serves web2.
+// EnvListeners tells the daemon which inherited descriptors belong to which node
+// and what they serve: "web1/http,web1/https,web2/udp" means fd 3 serves HTTP for
+// web1, fd 4 HTTPS for web1 and fd 5 UDP for web2.
 const EnvListeners = "LVSLAB_WEBD_LISTENERS"
+
+// Kinds of listeners.
+const (
+	KindHTTP  = "http"
+	KindHTTPS = "https"
+	KindUDP   = "udp"
+)
+
+// Listener is one inherited socket.
+type Listener struct {
+	Node, Kind string
+	Stream     net.Listener   // http, https
+	Packet     net.PacketConn // udp
+}
 
 // Handler answers every request with name and a newline, and names the node in
 // the X-Served-By header.
@@ -32,20 +54,38 @@ func Handler(name string) http.Handler {
 }
 
 // Serve serves each listener with the handler of its node until ctx ends.
-func Serve(ctx context.Context, listeners map[string][]net.Listener) error {
-	errc := make(chan error, 1)
-	var servers []*http.Server
-	for name, ls := range listeners {
-		for _, l := range ls {
-			srv := &http.Server{Handler: Handler(name), ReadHeaderTimeout: 10 * time.Second}
+func Serve(ctx context.Context, listeners []Listener) error {
+	errc := make(chan error, len(listeners))
+	var closers []func()
+	var cert *tls.Certificate
+	for _, l := range listeners {
+		switch l.Kind {
+		case KindHTTP, KindHTTPS:
+			srv := &http.Server{Handler: Handler(l.Node), ReadHeaderTimeout: 10 * time.Second}
 			srv.SetKeepAlivesEnabled(false) // one request per connection, as the lab's clients make
-			servers = append(servers, srv)
-			go func() {
-				if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					select {
-					case errc <- fmt.Errorf("webd %s on %s: %w", name, l.Addr(), err):
-					default:
+			ln := l.Stream
+			if l.Kind == KindHTTPS {
+				if cert == nil {
+					c, err := SelfSigned()
+					if err != nil {
+						return err
 					}
+					cert = &c
+				}
+				ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}})
+			}
+			closers = append(closers, func() { srv.Close() })
+			go func() {
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					errc <- fmt.Errorf("webd %s %s on %s: %w", l.Node, l.Kind, ln.Addr(), err)
+				}
+			}()
+		case KindUDP:
+			pc := l.Packet
+			closers = append(closers, func() { pc.Close() })
+			go func() {
+				if err := ServeUDP(pc, l.Node); err != nil && !errors.Is(err, net.ErrClosed) {
+					errc <- fmt.Errorf("webd %s udp on %s: %w", l.Node, pc.LocalAddr(), err)
 				}
 			}()
 		}
@@ -55,27 +95,74 @@ func Serve(ctx context.Context, listeners map[string][]net.Listener) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	for _, s := range servers {
-		s.Close()
+	for _, c := range closers {
+		c()
 	}
 	return err
 }
 
+// ServeUDP answers every datagram on pc with the node's name.
+func ServeUDP(pc net.PacketConn, name string) error {
+	buf := make([]byte, 64<<10)
+	reply := []byte(name + "\n")
+	for {
+		_, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if _, err := pc.WriteTo(reply, from); err != nil {
+			return err
+		}
+	}
+}
+
+// SelfSigned makes a self-signed certificate for the lab's HTTPS servers.
+func SelfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "lvslab"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"lvslab"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
 // Main is the daemon's entry point: it serves the listeners it inherited.
 func Main(ctx context.Context) error {
-	names := strings.Split(os.Getenv(EnvListeners), ",")
-	if len(names) == 0 || names[0] == "" {
+	specs := strings.Split(os.Getenv(EnvListeners), ",")
+	if len(specs) == 0 || specs[0] == "" {
 		return fmt.Errorf("webd: %s is empty", EnvListeners)
 	}
-	listeners := map[string][]net.Listener{}
-	for i, name := range names {
-		f := os.NewFile(uintptr(3+i), "listener-"+name)
-		l, err := net.FileListener(f)
+	var ls []Listener
+	for i, spec := range specs {
+		name, kind, _ := strings.Cut(spec, "/")
+		f := os.NewFile(uintptr(3+i), "listener-"+spec)
+		l := Listener{Node: name, Kind: kind}
+		var err error
+		switch kind {
+		case KindHTTP, KindHTTPS:
+			l.Stream, err = net.FileListener(f)
+		case KindUDP:
+			l.Packet, err = net.FilePacketConn(f)
+		default:
+			err = fmt.Errorf("unknown kind %q", kind)
+		}
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("webd: listener %d (%s): %w", i, name, err)
+			return fmt.Errorf("webd: listener %d (%s): %w", i, spec, err)
 		}
-		listeners[name] = append(listeners[name], l)
+		ls = append(ls, l)
 	}
-	return Serve(ctx, listeners)
+	return Serve(ctx, ls)
 }
