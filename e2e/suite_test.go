@@ -25,6 +25,9 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short runs unit tests only; the conformance suite runs on a kernel with IPVS: make e2e")
+	}
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "lvslab conformance")
 }
@@ -86,7 +89,11 @@ func lv(args ...string) (string, string, int) {
 
 // up brings a scenario up under a lab name and removes it when the container ends.
 func up(file, name string) (*scenario.Scenario, *state.Lab) {
-	s, err := scenario.Load(filepath.Join(repo, file))
+	path := file
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(repo, file)
+	}
+	s, err := scenario.Load(path)
 	Expect(err).NotTo(HaveOccurred())
 	Expect(s.Rename(name)).To(Succeed())
 	_, stderr, code := lv("up", "--name", name, file)

@@ -80,6 +80,9 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			return fmt.Errorf("node %s: netlink: %w", name, err)
 		}
 		handles[name] = h
+		if err := quietIPv6(node.New(name, ns)); err != nil {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
 		lo, err := h.LinkByName("lo")
 		if err == nil {
 			err = h.LinkSetUp(lo)
@@ -135,6 +138,21 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 		}
 	}
 	return nil
+}
+
+// quietIPv6 turns off duplicate address detection in a new namespace before its
+// links exist, so their IPv6 addresses (link-local ones too) are usable at once
+// rather than after a second or two of DAD. Without IPv6 there is nothing to do.
+func quietIPv6(n node.Node) error {
+	return n.Do(func() error {
+		for _, k := range []string{"all", "default"} {
+			err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0o644)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("ipv6 accept_dad: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // newNamedNetns creates a network namespace bound at NetnsDir/name and returns a

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// normalized sorts real servers so that a table read back in the kernel's list
+// order compares with the scenario's.
+func normalized(svcs []apply.Service) []apply.Service {
+	out := slices.Clone(svcs)
+	for i := range out {
+		out[i].Servers = slices.Clone(out[i].Servers)
+		slices.SortFunc(out[i].Servers, func(a, b apply.Server) int { return a.Addr.Compare(b.Addr) })
+	}
+	slices.SortFunc(out, func(a, b apply.Service) int { return strings.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+// probe sends one request to each service of the scenario and returns who answered.
+func probe(ctx context.Context, s *scenario.Scenario, l *state.Lab) map[string]string {
+	d, _ := s.Node(s.Director())
+	client := scenario.Nodes(l)["client"]
+	answers := map[string]string{}
+	for _, svc := range d.Services {
+		var got verify.Result
+		switch {
+		case svc.Protocol == "udp":
+			got = verify.UDPClient{From: client}.Send(ctx, svc.Addr, 1)
+		case svc.FWMark != 0:
+			Expect(d.Marks).NotTo(BeEmpty())
+			m := d.Marks[0]
+			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(netip.AddrPortFrom(m.Destination, m.Ports[0])), 1)
+		case svc.Addr.Port() == 0: // a port-0 (PCC) service: any port; the web servers serve 80
+			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(netip.AddrPortFrom(svc.Addr.Addr(), 80)), 1)
+		default:
+			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(svc.Addr), 1)
+		}
+		Expect(got.Errors).To(BeEmpty(), "service %s", svc.Key())
+		answers[svc.Key()] = got.Sequence[0]
+	}
+	return answers
+}
+
+var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
+	var lab *state.Lab
+	dumpOnFailure(&lab)
+
+	DescribeTable("comes up, reads back as declared, and answers through each service",
+		func(ctx context.Context, file string) {
+			s, l := up(file, strings.TrimSuffix(filepath.Base(file), ".yaml"))
+			lab = l
+			nodes := scenario.Nodes(l)
+
+			diff, err := apply.Check(ctx, nodes, s.Spec)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(diff).To(BeEmpty(), "kernel state differs from the scenario")
+
+			d, _ := s.Node(s.Director())
+			Expect(normalized(readIPVS(l).Model())).To(Equal(normalized(d.Services)))
+
+			for key, who := range probe(ctx, s, l) {
+				var owners []string
+				for _, svc := range d.Services {
+					if svc.Key() == key {
+						for _, srv := range svc.Servers {
+							owners = append(owners, s.OwnerOf(srv.Addr.Addr()))
+						}
+					}
+				}
+				Expect(who).To(BeElementOf(owners), "service %s answered by %q", key, who)
+			}
+		},
+		Entry("nat-rr", Label("nat"), "scenarios/nat-rr.yaml"),
+		Entry("nat-wrr", Label("nat"), "scenarios/nat-wrr.yaml"),
+		Entry("nat-lc", Label("nat"), "scenarios/nat-lc.yaml"),
+		Entry("nat-wlc", Label("nat"), "scenarios/nat-wlc.yaml"),
+		Entry("nat-sed", Label("nat"), "scenarios/nat-sed.yaml"),
+		Entry("nat-nq", Label("nat"), "scenarios/nat-nq.yaml"),
+		Entry("nat-sh", Label("nat"), "scenarios/nat-sh.yaml"),
+		Entry("nat-dh", Label("nat"), "scenarios/nat-dh.yaml"),
+		Entry("nat-ppc", Label("nat", "persistence"), "scenarios/nat-ppc.yaml"),
+		Entry("nat-pcc", Label("nat", "persistence"), "scenarios/nat-pcc.yaml"),
+		Entry("nat-fwmark", Label("nat", "persistence", "fwmark"), "scenarios/nat-fwmark.yaml"),
+		Entry("nat-udp", Label("nat", "udp"), "scenarios/nat-udp.yaml"),
+		Entry("nat-ipv6", Label("nat", "ipv6"), "scenarios/nat-ipv6.yaml"),
+		Entry("dr-rr", Label("dr"), "scenarios/dr-rr.yaml"),
+		Entry("dr-arp-flux", Label("dr", "arp"), "scenarios/dr-arp-flux.yaml"),
+		Entry("tun-rr", Label("tun"), "scenarios/tun-rr.yaml"),
+	)
+
+	It("ships no scenario this table leaves out", func() {
+		files, _ := filepath.Glob(filepath.Join(repo, "scenarios", "*.yaml"))
+		Expect(files).To(HaveLen(16))
+	})
+})
+
+// scenarios/nat-rr.yaml applied to a running lab, as is and edited.
+var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply"), func() {
+	var (
+		lab  *state.Lab
+		dir  string
+		orig string
+	)
+	dumpOnFailure(&lab)
+
+	// edited writes a copy of nat-rr.yaml with its topology path made absolute,
+	// after applying the replacements old -> new.
+	edited := func(name string, repl ...string) string {
+		text := strings.Replace(orig, "topology: ../topologies/", "topology: "+repo+"/topologies/", 1)
+		for i := 0; i < len(repl); i += 2 {
+			Expect(text).To(ContainSubstring(repl[i]))
+			text = strings.Replace(text, repl[i], repl[i+1], 1)
+		}
+		p := filepath.Join(dir, name)
+		Expect(os.WriteFile(p, []byte(text), 0o644)).To(Succeed())
+		return p
+	}
+
+	BeforeAll(func() {
+		b, err := os.ReadFile(filepath.Join(repo, "scenarios/nat-rr.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		orig = string(b)
+		dir = GinkgoT().TempDir()
+		_, lab = up(edited("base.yaml"), "nat-rr")
+	})
+
+	It("changes nothing when the scenario is applied again", func() {
+		_, stderr, code := lv("apply", edited("same.yaml"))
+		Expect(code).To(Equal(0), stderr)
+		Expect(stderr).To(ContainSubstring("(0 changes)"))
+	})
+
+	It("edits only the real server whose weight changed", func() {
+		before := readIPVS(lab).Services[0].Service
+		_, stderr, code := lv("apply", edited("weight.yaml", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 3"))
+		Expect(code).To(Equal(0), stderr)
+		Expect(stderr).To(ContainSubstring("(1 changes)"))
+		Expect(stderr).To(ContainSubstring("director: edit real server 198.51.100.12:80 of tcp:203.0.113.1:80 (nat, weight 3)"))
+		t := readIPVS(lab)
+		Expect(t.Services[0].Service.Stats.Connections).To(Equal(before.Stats.Connections), "the service was not re-created")
+		w := map[string]int{}
+		for _, d := range t.Services[0].Destinations {
+			w[d.Address.String()] = d.Weight
+		}
+		Expect(w).To(Equal(map[string]int{"198.51.100.11": 1, "198.51.100.12": 3}))
+	})
+
+	It("removes what the edited scenario no longer declares, and changes the scheduler in place", func() {
+		_, stderr, code := lv("apply", edited("smaller.yaml",
+			"scheduler: rr", "scheduler: wlc",
+			"            - {address: 198.51.100.12:80, method: nat, weight: 1}\n", "",
+			"routes:\n      - {to: default, via: 198.51.100.1}   # replies go back through the director", "routes: []"))
+		Expect(code).To(Equal(0), stderr)
+		Expect(stderr).To(ContainSubstring("director: edit service tcp:203.0.113.1:80 scheduler wlc"))
+		Expect(stderr).To(ContainSubstring("director: delete real server 198.51.100.12:80"))
+		Expect(stderr).To(ContainSubstring("web1: delete route 0.0.0.0/0 via 198.51.100.1"))
+		t := readIPVS(lab)
+		Expect(t.Services[0].Service.SchedName).To(Equal("wlc"))
+		Expect(t.Services[0].Destinations).To(HaveLen(1))
+	})
+
+	It("comes back to the original, and the lab answers as before", func(ctx context.Context) {
+		_, stderr, code := lv("apply", edited("back.yaml"))
+		Expect(code).To(Equal(0), stderr)
+		got := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}.Get(ctx, "http://203.0.113.1/", 4)
+		Expect(got.Errors).To(BeEmpty())
+		Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}))
+	})
+})

@@ -1,0 +1,66 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/node"
+)
+
+// UDPClient sends datagrams from inside a node's namespace, each from a new
+// socket (a fresh source port, so a new IPVS connection), and reads the answer.
+type UDPClient struct {
+	From    node.Node
+	Timeout time.Duration // per request; 2s when zero
+}
+
+// Send sends n datagrams to addr and records which server answered each.
+func (c UDPClient) Send(ctx context.Context, addr netip.AddrPort, n int) Result {
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	r := Result{Counts: map[string]int{}}
+	for i := range n {
+		name, err := c.once(ctx, addr, timeout)
+		if err != nil {
+			r.Errors = append(r.Errors, fmt.Errorf("datagram %d: %w", i+1, err))
+		} else {
+			r.Counts[name]++
+		}
+		r.Sequence = append(r.Sequence, name)
+	}
+	return r
+}
+
+func (c UDPClient) once(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (string, error) {
+	var conn net.Conn
+	err := c.From.Do(func() error {
+		var err error
+		conn, err = (&net.Dialer{}).DialContext(ctx, "udp", addr.String())
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	if _, err := conn.Write([]byte("who?\n")); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 512)
+	k, err := conn.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	name, _, _ := strings.Cut(string(buf[:k]), "\n")
+	return strings.TrimSpace(name), nil
+}
