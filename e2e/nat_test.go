@@ -77,12 +77,9 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 
 	It("alternates strictly between web1 and web2 over 10 sequential connections", func(ctx context.Context) {
 		// The model: rr walks the kernel's list (reverse order of insertion) from the head.
-		var order []string
-		for _, d := range readIPVS(lab).Services[0].Destinations {
-			order = append(order, s.OwnerOf(netip.MustParseAddr(d.Address.String())))
-		}
-		Expect(order).To(ConsistOf("web1", "web2"))
-		want := verify.RoundRobin(order, nil, 10)
+		sim := modelOf(s)
+		Expect(sim.Order()).To(Equal(kernelOrder(s, lab)))
+		want := sim.Sequence(verify.Request{}, 10, false)
 
 		c := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}
 		got := c.Get(ctx, "http://203.0.113.1/", 10)

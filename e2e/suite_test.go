@@ -46,7 +46,7 @@ var _ = BeforeSuite(func() {
 	}
 	Expect(lvslabBin).To(BeAnExistingFile(), "build lvslab first (make build), or set LVSLAB_BIN")
 	Expect(os.Getuid()).To(Equal(0), "the conformance suite needs root (namespaces, IPVS)")
-	Expect("/proc/net/ip_vs").To(BeAnExistingFile(),
+	Expect("/proc/thread-self/net/ip_vs").To(BeAnExistingFile(),
 		"this kernel has no IPVS: run the suite through the sandbox (make e2e)")
 	// A clean slate: nothing of a previous run may skew exact counts.
 	_, _, code := lv("gc")
@@ -110,8 +110,9 @@ func up(file, name string) (*scenario.Scenario, *state.Lab) {
 // dumpOnFailure prints the state that explains a failure: every node's addresses,
 // and the director's IPVS table and connection table.
 func dumpOnFailure(l **state.Lab) {
-	ReportAfterEach(func(r SpecReport) {
-		if !r.Failed() || *l == nil {
+	// AfterEach runs before the cleanups a spec registered, so the lab still exists.
+	AfterEach(func() {
+		if !CurrentSpecReport().Failed() || *l == nil {
 			return
 		}
 		lab := *l
@@ -120,8 +121,8 @@ func dumpOnFailure(l **state.Lab) {
 		if lab.Director != "" {
 			d := scenario.Nodes(lab)[lab.Director]
 			_ = d.Do(func() error {
-				conns, err := os.ReadFile("/proc/net/ip_vs_conn")
-				fmt.Fprintf(&b, "  %s /proc/net/ip_vs_conn:\n%s%v\n", lab.Director, conns, err)
+				conns, err := os.ReadFile("/proc/thread-self/net/ip_vs_conn")
+				fmt.Fprintf(&b, "  %s IPVS connection table:\n%s%v\n", lab.Director, conns, err)
 				return nil
 			})
 		}

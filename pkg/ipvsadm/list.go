@@ -40,7 +40,7 @@ func Read(n node.Node) (*Table, error) {
 	defer h.Close()
 	t := &Table{}
 	err = n.Do(func() error {
-		f, err := os.Open("/proc/net/ip_vs")
+		f, err := os.Open("/proc/thread-self/net/ip_vs")
 		if err != nil {
 			return err
 		}

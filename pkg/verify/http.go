@@ -21,6 +21,7 @@ import (
 // TCP connection (a fresh source port each time), as the lab's curl does.
 type HTTPClient struct {
 	From    node.Node
+	Source  netip.Addr    // source address; the kernel's choice when zero
 	Timeout time.Duration // per request; 5s when zero
 }
 
@@ -60,7 +61,11 @@ func (c HTTPClient) transport() *http.Transport {
 			var conn net.Conn
 			err := c.From.Do(func() error {
 				var err error
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				d := &net.Dialer{}
+				if c.Source.IsValid() {
+					d.LocalAddr = &net.TCPAddr{IP: c.Source.AsSlice()}
+				}
+				conn, err = d.DialContext(ctx, network, addr)
 				return err
 			})
 			return conn, err

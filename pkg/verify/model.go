@@ -1,23 +1,458 @@
 package verify
 
-// RoundRobin predicts the servers the kernel's rr scheduler picks for n new
-// connections. order is the service's real servers as the kernel lists them
-// (GetDestinations: reverse order of insertion); servers of weight 0 are skipped.
-// ip_vs_rr_schedule starts after its saved position, which is initially the list
-// head, so the first connection goes to the first server listed.
-func RoundRobin(order []string, weights []int, n int) []string {
-	var live []string
-	for i, s := range order {
-		if weights == nil || weights[i] > 0 {
-			live = append(live, s)
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// The models below follow the schedulers of Linux 6.1 (net/netfilter/ipvs/ip_vs_*.c,
+// the sandbox kernel's version) step by step, so that what a run must show is
+// computed, not guessed. Real servers are kept in the kernel's list order, which is
+// the reverse of insertion; read it back with GetDestinations.
+
+// Dest is a real server as a scheduler sees it.
+type Dest struct {
+	Name       string
+	Weight     int
+	Active     int  // established connections
+	Inactive   int  // connections in other states (TIME_WAIT, FIN_WAIT, ...)
+	Overloaded bool // above its upper threshold
+}
+
+// overhead is ip_vs_dest_conn_overhead: activeconns*256 + totalconns.
+func (d *Dest) overhead() int64 { return int64(d.Active)<<8 + int64(d.Active+d.Inactive) }
+
+func (d *Dest) available() bool { return !d.Overloaded && d.Weight > 0 }
+
+// Request is what a scheduler may look at.
+type Request struct {
+	Src     netip.Addr
+	SrcPort uint16
+	Dst     netip.Addr
+}
+
+// Scheduler picks the index of a destination in dests (the kernel's list), or -1.
+type Scheduler interface {
+	Pick(req Request, dests []*Dest) int
+}
+
+// changer is implemented by schedulers that keep state the kernel resets when a
+// real server is added, edited or removed.
+type changer interface {
+	changed(dests []*Dest)
+}
+
+// NewScheduler returns the model of a kernel scheduler; flags are ipvsadm's -b flags.
+func NewScheduler(name string, flags ...string) (Scheduler, error) {
+	switch name {
+	case "rr":
+		return &rr{}, nil
+	case "wrr":
+		return &wrr{}, nil
+	case "lc":
+		return lc{}, nil
+	case "wlc":
+		return weighted{overhead: (*Dest).overhead}, nil
+	case "sed":
+		return weighted{overhead: activePlusOne}, nil
+	case "nq":
+		return nq{}, nil
+	case "fo":
+		return fo{}, nil
+	case "ovf":
+		return ovf{}, nil
+	case "sh":
+		return &sh{port: slices.Contains(flags, "sh-port"), fallback: slices.Contains(flags, "sh-fallback")}, nil
+	case "dh":
+		return &dh{}, nil
+	}
+	return nil, fmt.Errorf("no model of scheduler %q", name)
+}
+
+// Sim is a service: its real servers and its scheduler, with the connections the
+// model has placed. Build it as the kernel's table was built: AddDest in insertion
+// order.
+type Sim struct {
+	Sched Scheduler
+	Dests []*Dest // kernel list order
+}
+
+// NewSim returns an empty service run by the named scheduler's model.
+func NewSim(sched string, flags ...string) (*Sim, error) {
+	s, err := NewScheduler(sched, flags...)
+	if err != nil {
+		return nil, err
+	}
+	sim := &Sim{Sched: s}
+	sim.notify()
+	return sim, nil
+}
+
+func (s *Sim) notify() {
+	if c, ok := s.Sched.(changer); ok {
+		c.changed(s.Dests)
+	}
+}
+
+// AddDest adds a real server, at the head of the list as the kernel does.
+func (s *Sim) AddDest(name string, weight int) {
+	s.Dests = append([]*Dest{{Name: name, Weight: weight}}, s.Dests...)
+	s.notify()
+}
+
+// SetWeight edits a real server's weight (ipvsadm -e).
+func (s *Sim) SetWeight(name string, weight int) {
+	for _, d := range s.Dests {
+		if d.Name == name {
+			d.Weight = weight
 		}
 	}
-	if len(live) == 0 {
-		return make([]string, n)
-	}
-	out := make([]string, n)
-	for i := range out {
-		out[i] = live[i%len(live)]
+	s.notify()
+}
+
+// Order names the real servers in list order.
+func (s *Sim) Order() []string {
+	out := make([]string, len(s.Dests))
+	for i, d := range s.Dests {
+		out[i] = d.Name
 	}
 	return out
+}
+
+// Connect schedules one new connection and returns the server ("" for none). If
+// hold, the connection stays established (active); otherwise it is closed before
+// the next one starts (inactive, in TIME_WAIT, until it expires).
+func (s *Sim) Connect(req Request, hold bool) string {
+	i := s.Sched.Pick(req, s.Dests)
+	if i < 0 {
+		return ""
+	}
+	if hold {
+		s.Dests[i].Active++
+	} else {
+		s.Dests[i].Inactive++
+	}
+	return s.Dests[i].Name
+}
+
+// Sequence schedules n connections from req.
+func (s *Sim) Sequence(req Request, n int, hold bool) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s.Connect(req, hold)
+	}
+	return out
+}
+
+// rr is ip_vs_rr_schedule: walk on from the last choice, skipping servers of
+// weight 0 or overloaded. It starts at the list head.
+type rr struct{ last string } // "" is the list head
+
+func indexOf(dests []*Dest, name string) int {
+	return slices.IndexFunc(dests, func(d *Dest) bool { return d.Name == name })
+}
+
+func (r *rr) Pick(_ Request, dests []*Dest) int {
+	start := -1
+	if r.last != "" {
+		start = indexOf(dests, r.last)
+	}
+	last, cur := start, start
+	for pass := 0; ; {
+		for i := cur + 1; i < len(dests); i++ {
+			if dests[i].available() {
+				r.last = dests[i].Name
+				return i
+			}
+			if i == last {
+				return -1
+			}
+		}
+		cur = -1
+		pass++
+		if pass >= 2 || start == -1 {
+			return -1
+		}
+	}
+}
+
+// wrr is ip_vs_wrr_schedule with its mark (cl, cw, mw, di), reset by
+// ip_vs_wrr_dest_changed whenever a real server is added, edited or removed.
+type wrr struct {
+	cl         int // index in the list, -1 for the head
+	cw, mw, di int
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func (w *wrr) changed(dests []*Dest) {
+	w.cl = -1
+	g, max := 0, 0
+	for _, d := range dests {
+		if d.Weight > 0 {
+			if g > 0 {
+				g = gcd(d.Weight, g)
+			} else {
+				g = d.Weight
+			}
+		}
+		if d.Weight > max {
+			max = d.Weight
+		}
+	}
+	if g == 0 {
+		g = 1
+	}
+	w.di = g
+	w.mw = max - (w.di - 1)
+	if w.cw > w.mw || w.cw == 0 {
+		w.cw = w.mw
+	} else if w.di > 1 {
+		w.cw = (w.cw/w.di)*w.di + 1
+	}
+}
+
+func (w *wrr) Pick(_ Request, dests []*Dest) int {
+	dest := w.cl
+	if w.mw == 0 {
+		return -1
+	}
+	last, stop := dest, -2
+	lastPass, restarted := false, false
+	for {
+		for dest = dest + 1; dest < len(dests); dest++ {
+			d := dests[dest]
+			if !d.Overloaded && d.Weight >= w.cw {
+				w.cl = dest
+				return dest
+			}
+			if dest == stop {
+				w.cl = dest
+				return -1
+			}
+		}
+		dest = -1
+		w.cw -= w.di
+		if w.cw <= 0 {
+			w.cw = w.mw
+			if lastPass || last == -1 {
+				w.cl = dest
+				return -1
+			}
+			restarted = true
+		}
+		lastPass = w.cw <= w.di
+		if lastPass && restarted && last != -1 {
+			stop = last
+		}
+	}
+}
+
+// lc is ip_vs_lc_schedule: the first server in list order with the least overhead.
+type lc struct{}
+
+func (lc) Pick(_ Request, dests []*Dest) int {
+	least := -1
+	var loh int64
+	for i, d := range dests {
+		if !d.available() {
+			continue
+		}
+		if doh := d.overhead(); least < 0 || doh < loh {
+			least, loh = i, doh
+		}
+	}
+	return least
+}
+
+func activePlusOne(d *Dest) int64 { return int64(d.Active) + 1 }
+
+// weighted is ip_vs_wlc_schedule (overhead = conn overhead) and
+// ip_vs_sed_schedule (overhead = active + 1): the least overhead/weight, the
+// first in list order on ties. Note the kernel skips weight 0 only when choosing
+// the first candidate.
+type weighted struct{ overhead func(*Dest) int64 }
+
+func (w weighted) Pick(_ Request, dests []*Dest) int {
+	least := -1
+	for i, d := range dests {
+		if d.available() {
+			least = i
+			break
+		}
+	}
+	if least < 0 {
+		return -1
+	}
+	loh := w.overhead(dests[least])
+	for i := least + 1; i < len(dests); i++ {
+		d := dests[i]
+		if d.Overloaded {
+			continue
+		}
+		doh := w.overhead(d)
+		if loh*int64(d.Weight) > doh*int64(dests[least].Weight) {
+			least, loh = i, doh
+		}
+	}
+	return least
+}
+
+// nq is ip_vs_nq_schedule: an idle server (no active connection) at once, else
+// shortest expected delay.
+type nq struct{}
+
+func (nq) Pick(_ Request, dests []*Dest) int {
+	least := -1
+	var loh int64
+	for i, d := range dests {
+		if !d.available() {
+			continue
+		}
+		doh := activePlusOne(d)
+		if d.Active == 0 {
+			return i
+		}
+		if least < 0 || loh*int64(d.Weight) > doh*int64(dests[least].Weight) {
+			least, loh = i, doh
+		}
+	}
+	return least
+}
+
+// fo is ip_vs_fo_schedule: the first server with the highest weight.
+type fo struct{}
+
+func (fo) Pick(_ Request, dests []*Dest) int {
+	h, hw := -1, 0
+	for i, d := range dests {
+		if !d.Overloaded && d.Weight > hw {
+			h, hw = i, d.Weight
+		}
+	}
+	return h
+}
+
+// ovf is ip_vs_ovf_schedule: the first server with the highest weight whose active
+// connections do not exceed its weight.
+type ovf struct{}
+
+func (ovf) Pick(_ Request, dests []*Dest) int {
+	h, hw := -1, 0
+	for i, d := range dests {
+		if d.Overloaded || d.Active > d.Weight || d.Weight == 0 {
+			continue
+		}
+		if h < 0 || d.Weight > hw {
+			h, hw = i, d.Weight
+		}
+	}
+	return h
+}
+
+const hashTabBits = 8 // CONFIG_IP_VS_SH_TAB_BITS, and dh's default
+
+// hash32 is the kernel's generic hash_32.
+func hash32(val uint32, bits uint) uint32 { return (val * 0x61C88647) >> (32 - bits) }
+
+// fold is how sh and dh reduce an address to 32 bits (host order; IPv6 XORs its
+// four words in network order, then converts).
+func fold(a netip.Addr) uint32 {
+	if a.Is4() {
+		b := a.As4()
+		return binary.BigEndian.Uint32(b[:])
+	}
+	b := a.As16()
+	var x [4]byte
+	for i := range 4 {
+		for j := range 4 {
+			x[j] ^= b[4*i+j]
+		}
+	}
+	return binary.BigEndian.Uint32(x[:])
+}
+
+// sh is ip_vs_sh_schedule: 256 buckets filled in list order, each server taking
+// as many consecutive buckets as its weight; the client address (plus its port,
+// with sh-port) picks a bucket.
+type sh struct {
+	port, fallback bool
+	buckets        [1 << hashTabBits]int
+}
+
+func (s *sh) changed(dests []*Dest) {
+	p, count := 0, 0
+	for i := range s.buckets {
+		if len(dests) == 0 {
+			s.buckets[i] = -1
+			continue
+		}
+		s.buckets[i] = p
+		count++
+		if count >= dests[p].Weight {
+			p = (p + 1) % len(dests)
+			count = 0
+		}
+	}
+}
+
+func (s *sh) hashkey(req Request, offset uint32) uint32 {
+	var port uint32
+	if s.port {
+		port = uint32(req.SrcPort)
+	}
+	return (offset + hash32(port+fold(req.Src), hashTabBits)) & (1<<hashTabBits - 1)
+}
+
+func (s *sh) Pick(req Request, dests []*Dest) int {
+	ihash := s.hashkey(req, 0)
+	d := s.buckets[ihash]
+	if d < 0 {
+		return -1
+	}
+	if dests[d].available() {
+		return d
+	}
+	if !s.fallback {
+		return -1
+	}
+	for offset := uint32(0); offset < 1<<hashTabBits; offset++ {
+		roffset := (offset + ihash) % (1 << hashTabBits)
+		d := s.buckets[s.hashkey(req, roffset)]
+		if d < 0 {
+			return -1
+		}
+		if dests[d].available() {
+			return d
+		}
+	}
+	return -1
+}
+
+// dh is ip_vs_dh_schedule: 256 buckets filled round robin over the list; the
+// destination (virtual) address picks one.
+type dh struct{ buckets [1 << hashTabBits]int }
+
+func (h *dh) changed(dests []*Dest) {
+	for i := range h.buckets {
+		h.buckets[i] = -1
+		if len(dests) > 0 {
+			h.buckets[i] = i % len(dests)
+		}
+	}
+}
+
+func (h *dh) Pick(req Request, dests []*Dest) int {
+	d := h.buckets[hash32(fold(req.Dst), hashTabBits)]
+	if d < 0 || !dests[d].available() {
+		return -1
+	}
+	return d
 }

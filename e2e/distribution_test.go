@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+var (
+	vip    = netip.MustParseAddr("203.0.113.1")
+	client = netip.MustParseAddr("203.0.113.10")
+)
+
+// divergence describes where an observed sequence first leaves the predicted one.
+func divergence(want, got []string) string {
+	for i := range max(len(want), len(got)) {
+		var w, g string
+		if i < len(want) {
+			w = want[i]
+		}
+		if i < len(got) {
+			g = got[i]
+		}
+		if w != g {
+			return fmt.Sprintf("first divergence at request %d: expected %q, observed %q\npredicted %v\nobserved  %v", i+1, w, g, want, got)
+		}
+	}
+	return ""
+}
+
+// variant writes a copy of a shipped scenario with replacements applied (and its
+// topology path made absolute) and returns its path.
+func variant(file string, repl ...string) string {
+	b, err := os.ReadFile(filepath.Join(repo, file))
+	Expect(err).NotTo(HaveOccurred())
+	text := strings.Replace(string(b), "topology: ../topologies/", "topology: "+repo+"/topologies/", 1)
+	for i := 0; i < len(repl); i += 2 {
+		Expect(text).To(ContainSubstring(repl[i]))
+		text = strings.Replace(text, repl[i], repl[i+1], -1)
+	}
+	p := filepath.Join(GinkgoT().TempDir(), filepath.Base(file))
+	Expect(os.WriteFile(p, []byte(text), 0o644)).To(Succeed())
+	return p
+}
+
+// heldSequence opens n connections to the VIP, keeps them open, and names the
+// server each went to, read from the director's connection table.
+func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int) []string {
+	nodes := scenario.Nodes(l)
+	locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), n)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(closeAll)
+	conns, err := verify.ReadConns(nodes[l.Director])
+	Expect(err).NotTo(HaveOccurred())
+	byClient := map[netip.AddrPort]verify.Conn{}
+	for _, c := range conns {
+		byClient[c.Client] = c
+	}
+	got := make([]string, n)
+	for i, local := range locals {
+		c, ok := byClient[local]
+		Expect(ok).To(BeTrue(), "connection from %s is not in the director's table", local)
+		Expect(c.State).To(Equal("ESTABLISHED"))
+		got[i] = s.OwnerOf(c.Dest.Addr())
+	}
+	return got
+}
+
+var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("distribution"), func() {
+	var lab *state.Lab
+	dumpOnFailure(&lab)
+
+	// NAT with three servers (topologies/lvs-nat3.clab.yml); weights 3:2:1 where they matter.
+	DescribeTable("for sequential connections, each closed before the next",
+		func(ctx context.Context, file string, n int) {
+			s, l := up(file, "seq")
+			lab = l
+			sim := modelOf(s)
+			Expect(sim.Order()).To(Equal(kernelOrder(s, l)), "the model's list order is the kernel's")
+			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, false)
+
+			got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", n)
+			Expect(got.Errors).To(BeEmpty())
+			Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
+		},
+		Entry("rr", Label("nat"), "scenarios/nat-rr.yaml", 10),
+		Entry("wrr 3:2:1", Label("nat"), "scenarios/nat-wrr.yaml", 18),
+		Entry("lc", Label("nat"), "scenarios/nat-lc.yaml", 12),
+		Entry("wlc 3:2:1", Label("nat"), "scenarios/nat-wlc.yaml", 12),
+		Entry("sed 3:2:1", Label("nat"), "scenarios/nat-sed.yaml", 12),
+		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
+		Entry("dh", Label("nat"), "scenarios/nat-dh.yaml", 12),
+	)
+
+	DescribeTable("for connections held open",
+		func(ctx context.Context, file string, n int) {
+			s, l := up(file, "held")
+			lab = l
+			sim := modelOf(s)
+			Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
+			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, true)
+			got := heldSequence(ctx, s, l, n)
+			Expect(got).To(Equal(want), divergence(want, got))
+		},
+		Entry("rr", Label("nat"), "scenarios/nat-rr.yaml", 6),
+		Entry("wrr 3:2:1", Label("nat"), "scenarios/nat-wrr.yaml", 12),
+		Entry("lc", Label("nat"), "scenarios/nat-lc.yaml", 9),
+		Entry("wlc 3:2:1", Label("nat"), "scenarios/nat-wlc.yaml", 12),
+		Entry("sed 3:2:1", Label("nat"), "scenarios/nat-sed.yaml", 12),
+		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
+	)
+})

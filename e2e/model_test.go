@@ -1,0 +1,34 @@
+package e2e
+
+import (
+	"net/netip"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// modelOf builds the scheduler model of the scenario's first service the way
+// lvslab built the kernel's: real servers added in the scenario's order.
+func modelOf(s *scenario.Scenario) *verify.Sim {
+	d, _ := s.Node(s.Director())
+	svc := d.Services[0]
+	sim, err := verify.NewSim(svc.Scheduler, svc.SchedFlags...)
+	Expect(err).NotTo(HaveOccurred())
+	for _, srv := range svc.Servers {
+		sim.AddDest(s.OwnerOf(srv.Addr.Addr()), srv.Weight)
+	}
+	return sim
+}
+
+// kernelOrder names the first service's real servers in the kernel's list order,
+// read back over netlink.
+func kernelOrder(s *scenario.Scenario, l *state.Lab) []string {
+	var order []string
+	for _, d := range readIPVS(l).Services[0].Destinations {
+		order = append(order, s.OwnerOf(netip.MustParseAddr(d.Address.String())))
+	}
+	return order
+}

@@ -1,0 +1,163 @@
+package verify
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Conn is one entry of the director's IPVS connection table.
+type Conn struct {
+	Proto    string         // TCP, UDP; IP for a persistence template
+	Client   netip.AddrPort // FromIP:FPrt
+	Virtual  netip.AddrPort // ToIP:TPrt (a firewall-mark template holds the mark in ToIP)
+	Dest     netip.AddrPort // DestIP:DPrt
+	State    string
+	Expires  int // seconds
+	Template bool
+}
+
+// ReadConns reads the director's IPVS connection table. It reads
+// /proc/thread-self/net, not /proc/net: /proc/net is /proc/self/net, whose
+// namespace is the thread group leader's, not that of the thread in the node.
+func ReadConns(director node.Node) ([]Conn, error) {
+	var b []byte
+	err := director.Do(func() (err error) {
+		b, err = os.ReadFile("/proc/thread-self/net/ip_vs_conn")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", director.Name, err)
+	}
+	return ParseConns(b)
+}
+
+// ParseConns parses the text of /proc/net/ip_vs_conn.
+func ParseConns(b []byte) ([]Conn, error) {
+	var out []Conn
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for first := true; sc.Scan(); first = false {
+		f := strings.Fields(sc.Text())
+		if first || len(f) < 9 {
+			continue
+		}
+		c := Conn{Proto: f[0], State: f[7], Template: f[0] == "IP"}
+		var err error
+		if c.Client, err = hexAddrPort(f[1], f[2]); err == nil {
+			if c.Virtual, err = hexAddrPort(f[3], f[4]); err == nil {
+				c.Dest, err = hexAddrPort(f[5], f[6])
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ip_vs_conn: %q: %w", sc.Text(), err)
+		}
+		c.Expires, _ = strconv.Atoi(f[8])
+		out = append(out, c)
+	}
+	return out, sc.Err()
+}
+
+func hexAddrPort(addr, port string) (netip.AddrPort, error) {
+	p, err := strconv.ParseUint(port, 16, 16)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var a netip.Addr
+	if len(addr) == 8 && !strings.Contains(addr, ":") {
+		v, err := strconv.ParseUint(addr, 16, 32)
+		if err != nil {
+			return netip.AddrPort{}, err
+		}
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(v))
+		a = netip.AddrFrom4(b)
+	} else if a, err = netip.ParseAddr(addr); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(a, uint16(p)), nil
+}
+
+// AddSources adds n addresses from prefix (from its host number first onwards) to
+// dev in node n, as extra client source addresses for a run, and returns them
+// with a function that removes them again.
+func AddSources(n node.Node, dev string, first netip.Prefix, count int) ([]netip.Addr, func() error, error) {
+	fd, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	fd.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	link, err := h.LinkByName(dev)
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	var added []netip.Addr
+	remove := func() error {
+		defer h.Close()
+		for _, a := range added {
+			nl := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(first.Bits(), a.BitLen())}}
+			if err := h.AddrDel(link, nl); err != nil {
+				return fmt.Errorf("%s: remove source %s: %w", n.Name, a, err)
+			}
+		}
+		return nil
+	}
+	a := first.Addr()
+	for range count {
+		if !first.Contains(a) {
+			remove()
+			return nil, nil, fmt.Errorf("%s: %d sources do not fit in %s", n.Name, count, first)
+		}
+		nl := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(first.Bits(), a.BitLen())}, Flags: unix.IFA_F_NODAD}
+		if err := h.AddrAdd(link, nl); err != nil {
+			remove()
+			return nil, nil, fmt.Errorf("%s: add source %s: %w", n.Name, a, err)
+		}
+		added = append(added, a)
+		a = a.Next()
+	}
+	return added, remove, nil
+}
+
+// Hold opens count TCP connections from n to addr and keeps them open (they stay
+// active at the director). It returns their local addresses and a function that
+// closes them.
+func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int) ([]netip.AddrPort, func(), error) {
+	var conns []net.Conn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	var locals []netip.AddrPort
+	for range count {
+		var c net.Conn
+		err := n.Do(func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
+			return err
+		})
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		conns = append(conns, c)
+		locals = append(locals, c.LocalAddr().(*net.TCPAddr).AddrPort())
+	}
+	return locals, closeAll, nil
+}
