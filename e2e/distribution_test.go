@@ -82,7 +82,10 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 
 	// NAT with three servers (topologies/lvs-nat3.clab.yml); weights 3:2:1 where they matter.
 	DescribeTable("for sequential connections, each closed before the next",
-		func(ctx context.Context, file string, n int) {
+		func(ctx context.Context, file string, n int, repl ...string) {
+			if len(repl) > 0 {
+				file = variant(file, repl...)
+			}
 			s, l := up(file, "seq")
 			lab = l
 			sim := modelOf(s)
@@ -100,10 +103,21 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Entry("sed 3:2:1", Label("nat"), "scenarios/nat-sed.yaml", 12),
 		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
 		Entry("dh", Label("nat"), "scenarios/nat-dh.yaml", 12),
+		Entry("rr with a quiesced server (weight 0)", Label("nat"), "scenarios/nat-lc.yaml", 6,
+			"scheduler: lc", "scheduler: rr", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 0"),
+		Entry("wrr 4:2", Label("nat"), "scenarios/nat-rr.yaml", 9,
+			"scheduler: rr", "scheduler: wrr", "198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 4",
+			"198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 2"),
+		Entry("fo", Label("nat"), "scenarios/nat-lc.yaml", 4,
+			"scheduler: lc", "scheduler: fo", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 3",
+			"198.51.100.13:80, method: nat, weight: 1", "198.51.100.13:80, method: nat, weight: 3"),
 	)
 
 	DescribeTable("for connections held open",
-		func(ctx context.Context, file string, n int) {
+		func(ctx context.Context, file string, n int, repl ...string) {
+			if len(repl) > 0 {
+				file = variant(file, repl...)
+			}
 			s, l := up(file, "held")
 			lab = l
 			sim := modelOf(s)
@@ -118,5 +132,71 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Entry("wlc 3:2:1", Label("nat"), "scenarios/nat-wlc.yaml", 12),
 		Entry("sed 3:2:1", Label("nat"), "scenarios/nat-sed.yaml", 12),
 		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
+		Entry("ovf 1:2 (each takes weight+1)", Label("nat"), "scenarios/nat-rr.yaml", 5,
+			"scheduler: rr", "scheduler: ovf", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 2"),
 	)
+
+	It("follows a wrr weight changed mid-run (ipvsadm -e), as the kernel resets its mark", func(ctx context.Context) {
+		s, l := up("scenarios/nat-wrr.yaml", "midrun")
+		lab = l
+		sim := modelOf(s)
+		c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+		want := sim.Sequence(verify.Request{}, 6, false)
+		got := c.Get(ctx, "http://203.0.113.1/", 6)
+		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
+
+		edited := variant("scenarios/nat-wrr.yaml", "198.51.100.13:80, method: nat, weight: 1", "198.51.100.13:80, method: nat, weight: 3")
+		_, stderr, code := lv("apply", "--name", "midrun", edited)
+		Expect(code).To(Equal(0), stderr)
+		Expect(stderr).To(ContainSubstring("(1 changes)"))
+		sim.SetWeight("web3", 3)
+		want = sim.Sequence(verify.Request{}, 8, false)
+		got = c.Get(ctx, "http://203.0.113.1/", 8)
+		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
+	})
+
+	It("maps each client address to the server sh's table gives (50 source addresses)", func(ctx context.Context) {
+		s, l := up("scenarios/nat-sh.yaml", "sh")
+		lab = l
+		sim := modelOf(s)
+		Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
+		nodes := scenario.Nodes(l)
+		srcs, remove, err := verify.AddSources(nodes["client"], "eth1", netip.MustParsePrefix("203.0.113.100/24"), 50)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(remove)
+		seen := map[string]int{}
+		for _, src := range srcs {
+			want := sim.Connect(verify.Request{Src: src, Dst: vip}, false)
+			got := verify.HTTPClient{From: nodes["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 3)
+			Expect(got.Errors).To(BeEmpty())
+			Expect(got.Sequence).To(Equal([]string{want, want, want}), "client %s", src)
+			seen[want]++
+		}
+		Expect(seen).To(HaveLen(3), "50 addresses spread over all three servers")
+	})
+
+	It("maps each client address and port with sh-port", func(ctx context.Context) {
+		s, l := up(variant("scenarios/nat-sh.yaml", "scheduler: sh", "scheduler: sh\n          flags: [sh-port]"), "shport")
+		lab = l
+		sim := modelOf(s)
+		// One client address, many source ports: connections held open, each
+		// looked up in the director's table by its port.
+		nodes := scenario.Nodes(l)
+		locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), 30)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(closeAll)
+		conns, err := verify.ReadConns(nodes[l.Director])
+		Expect(err).NotTo(HaveOccurred())
+		dest := map[netip.AddrPort]string{}
+		for _, c := range conns {
+			dest[c.Client] = s.OwnerOf(c.Dest.Addr())
+		}
+		seen := map[string]bool{}
+		for _, local := range locals {
+			want := sim.Connect(verify.Request{Src: local.Addr(), SrcPort: local.Port(), Dst: vip}, true)
+			Expect(dest[local]).To(Equal(want), "client %s", local)
+			seen[want] = true
+		}
+		Expect(seen).To(HaveLen(3), "one address spreads over all servers by port")
+	})
 })
