@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/moby/ipvs"
@@ -150,12 +151,19 @@ func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 		note("route %s", r)
 	}
 
-	if len(want.Services) > 0 {
+	if len(want.Services) > 0 || want.Timeouts != nil {
 		ih, err := ipvs.New(n.NSPath)
 		if err != nil {
 			return changes, fmt.Errorf("%s: IPVS netlink (is the ip_vs module loaded?): %w", n.Name, err)
 		}
 		defer ih.Close()
+		if want.Timeouts != nil {
+			ch, err := reconcileTimeouts(n.Name, ih, *want.Timeouts, dry)
+			changes = append(changes, ch...)
+			if err != nil {
+				return changes, err
+			}
+		}
 		var h IPVS = ih
 		if dry {
 			h = readOnly{ih}
@@ -266,6 +274,33 @@ func removeNode(n node.Node, old, next NodeSpec) ([]Change, error) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func reconcileTimeouts(nodeName string, h *ipvs.Handle, want Timeouts, dry bool) ([]Change, error) {
+	cur, err := h.GetConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%s: IPVS timeouts: %w", nodeName, err)
+	}
+	next := *cur
+	set := func(d *time.Duration, s int) {
+		if s > 0 {
+			*d = time.Duration(s) * time.Second
+		}
+	}
+	set(&next.TimeoutTCP, want.TCP)
+	set(&next.TimeoutTCPFin, want.TCPFin)
+	set(&next.TimeoutUDP, want.UDP)
+	if next == *cur {
+		return nil, nil
+	}
+	c := Change{nodeName, fmt.Sprintf("IPVS timeouts tcp %v tcpfin %v udp %v", next.TimeoutTCP, next.TimeoutTCPFin, next.TimeoutUDP)}
+	if dry {
+		return []Change{c}, nil
+	}
+	if err := h.SetConfig(&next); err != nil {
+		return nil, fmt.Errorf("%s: set IPVS timeouts: %w", nodeName, err)
+	}
+	return []Change{c}, nil
 }
 
 // readOnly lets ReconcileIPVS compute a diff: it reads, and writes nothing.

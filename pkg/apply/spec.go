@@ -22,6 +22,7 @@ type NodeSpec struct {
 	Routes    []Route
 	Sysctls   []Sysctl
 	Services  []Service // IPVS virtual services (the director)
+	Timeouts  *Timeouts // IPVS connection timeouts (ipvsadm --set); nil to leave them
 	Marks     []Mark    // firewall marks (mangle PREROUTING)
 	Web       *Web      // built-in web server, nil for none
 	Commands  [][]string
@@ -73,6 +74,12 @@ func ValidSysctlKey(key string) error {
 // Path is the file under /proc/sys that holds the key.
 func (s Sysctl) Path() string {
 	return "/proc/sys/" + strings.ReplaceAll(s.Key, ".", "/")
+}
+
+// Timeouts are IPVS's connection timeouts, as ipvsadm --set tcp tcpfin udp sets
+// them (seconds; 0 leaves that one unchanged).
+type Timeouts struct {
+	TCP, TCPFin, UDP int
 }
 
 // Forwarding methods of a real server.

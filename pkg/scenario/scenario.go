@@ -96,6 +96,11 @@ type rawRoute struct {
 type rawIPVS struct {
 	Services []rawService `yaml:"services"`
 	Rules    []string     `yaml:"rules"` // ipvsadm command lines, run after services
+	Timeouts *struct {
+		TCP    int `yaml:"tcp"`
+		TCPFin int `yaml:"tcpfin"`
+		UDP    int `yaml:"udp"`
+	} `yaml:"timeouts"` // ipvsadm --set tcp tcpfin udp
 }
 
 type rawService struct {
@@ -385,6 +390,17 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 			}
 		}
 		ns.Services = table
+		if t := rn.IPVS.Timeouts; t != nil {
+			for _, v := range []struct {
+				name string
+				val  int
+			}{{"tcp", t.TCP}, {"tcpfin", t.TCPFin}, {"udp", t.UDP}} {
+				if v.val < 0 || v.val > 1<<31/1000 {
+					return ns, fail(field+".ipvs.timeouts."+v.name, "%d is not a timeout in seconds", v.val)
+				}
+			}
+			ns.Timeouts = &apply.Timeouts{TCP: t.TCP, TCPFin: t.TCPFin, UDP: t.UDP}
+		}
 	}
 	if rn.Web != nil {
 		w := rn.Web

@@ -20,13 +20,13 @@ import (
 
 // Conn is one entry of the director's IPVS connection table.
 type Conn struct {
-	Proto    string         // TCP, UDP; IP for a persistence template
+	Proto    string         // TCP, UDP; IP for a firewall-mark template
 	Client   netip.AddrPort // FromIP:FPrt
 	Virtual  netip.AddrPort // ToIP:TPrt (a firewall-mark template holds the mark in ToIP)
 	Dest     netip.AddrPort // DestIP:DPrt
 	State    string
 	Expires  int // seconds
-	Template bool
+	Template bool // a persistence template: client port 0 (state NONE)
 }
 
 // ReadConns reads the director's IPVS connection table. It reads
@@ -53,7 +53,7 @@ func ParseConns(b []byte) ([]Conn, error) {
 		if first || len(f) < 9 {
 			continue
 		}
-		c := Conn{Proto: f[0], State: f[7], Template: f[0] == "IP"}
+		c := Conn{Proto: f[0], State: f[7]}
 		var err error
 		if c.Client, err = hexAddrPort(f[1], f[2]); err == nil {
 			if c.Virtual, err = hexAddrPort(f[3], f[4]); err == nil {
@@ -64,6 +64,9 @@ func ParseConns(b []byte) ([]Conn, error) {
 			return nil, fmt.Errorf("ip_vs_conn: %q: %w", sc.Text(), err)
 		}
 		c.Expires, _ = strconv.Atoi(f[8])
+		// Templates hold the service's protocol (IP for a firewall mark) and port 0
+		// for the client, which no real connection has.
+		c.Template = c.Client.Port() == 0
 		out = append(out, c)
 	}
 	return out, sc.Err()

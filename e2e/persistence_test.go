@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// serverAddr returns the address of the first service's real server on node name.
+func serverAddr(s *scenario.Scenario, name string) netip.AddrPort {
+	d, _ := s.Node(s.Director())
+	for _, srv := range d.Services[0].Servers {
+		if s.OwnerOf(srv.Addr.Addr()) == name {
+			return srv.Addr
+		}
+	}
+	Fail("no real server on " + name)
+	return netip.AddrPort{}
+}
+
+// templates maps each client address to the server its persistence template names.
+func templates(s *scenario.Scenario, l *state.Lab) map[netip.Addr]string {
+	conns, err := verify.ReadConns(scenario.Nodes(l)[l.Director])
+	Expect(err).NotTo(HaveOccurred())
+	out := map[netip.Addr]string{}
+	for _, c := range conns {
+		if c.Template {
+			out[c.Client.Addr()] = s.OwnerOf(c.Dest.Addr())
+		}
+	}
+	return out
+}
+
+// sources adds count client addresses starting at first, removed when the spec ends.
+func sources(l *state.Lab, first string, count int) []netip.Addr {
+	srcs, remove, err := verify.AddSources(scenario.Nodes(l)["client"], "eth1", netip.MustParsePrefix(first), count)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(remove)
+	return srcs
+}
+
+var _ = Describe("Persistence", Label("persistence"), func() {
+	var lab *state.Lab
+	dumpOnFailure(&lab)
+
+	// nat-ppc: -A -t 203.0.113.1:80 -s rr -p 120 over web1 and web2 (NAT).
+	It("PPC: each client keeps the server rr gave its first connection", func(ctx context.Context) {
+		s, l := up("scenarios/nat-ppc.yaml", "ppc")
+		lab = l
+		sim := modelOf(s)
+		srcs := sources(l, "203.0.113.100/24", 4)
+		for _, src := range srcs {
+			want := sim.Connect(verify.Request{Src: src}, false)
+			got := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 5)
+			Expect(got.Errors).To(BeEmpty())
+			Expect(got.Sequence).To(HaveEach(want), "client %s", src)
+		}
+		tmpl := templates(s, l)
+		for i, src := range srcs {
+			Expect(tmpl).To(HaveKeyWithValue(src, []string{"web2", "web1"}[i%2]), "template of %s", src)
+		}
+	})
+
+	It("PPC with -M 255.255.255.128: clients in one /25 share a server", func(ctx context.Context) {
+		s, l := up(variant("scenarios/nat-ppc.yaml", "-p 120", "-p 120 -M 255.255.255.128"), "ppcmask")
+		lab = l
+		sim := modelOf(s)
+		low := sources(l, "203.0.113.100/24", 3)  // in 203.0.113.0/25, with the client's own .10
+		high := sources(l, "203.0.113.200/24", 3) // in 203.0.113.128/25
+		for _, group := range [][]netip.Addr{low, high} {
+			want := sim.Connect(verify.Request{}, false) // one new template per group
+			for _, src := range group {
+				got := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
+				Expect(got.Errors).To(BeEmpty())
+				Expect(got.Sequence).To(HaveEach(want), "client %s", src)
+			}
+		}
+		got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 1)
+		Expect(got.Sequence[0]).To(Equal(sim.Order()[0]), "the client's own address is in the low group")
+	})
+
+	DescribeTable("keeps one client on one server across ports 80 and 443",
+		func(ctx context.Context, file string) {
+			s, l := up(file, "ports")
+			lab = l
+			sim := modelOf(s)
+			for _, src := range sources(l, "203.0.113.100/24", 3) {
+				want := sim.Connect(verify.Request{Src: src}, false)
+				c := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}
+				for _, url := range []string{"http://203.0.113.1/", "https://203.0.113.1/", "http://203.0.113.1/", "https://203.0.113.1/"} {
+					got := c.Get(ctx, url, 1)
+					Expect(got.Errors).To(BeEmpty(), url)
+					Expect(got.Sequence[0]).To(Equal(want), "client %s, %s", src, url)
+				}
+			}
+		},
+		Entry("PCC: service port 0", "scenarios/nat-pcc.yaml"),
+		Entry("firewall mark 10 on 80 and 443", Label("fwmark"), "scenarios/nat-fwmark.yaml"),
+	)
+
+	// A template whose timer fires while it still controls a connection is re-armed
+	// for 60 s (ip_vs_conn_expire, expire_later), so the persistence timeout (3 s)
+	// must outlast the connections it controls (UDP, 1 s).
+	It("chooses anew once the template has expired (UDP, -p 3, udp timeout 1 s)", Label("udp", "slow"), func(ctx context.Context) {
+		s, l := up(variant("scenarios/nat-udp.yaml",
+			"-A -u 203.0.113.1:5353 -s rr", "-A -u 203.0.113.1:5353 -s rr -p 3",
+			"    ipvs:\n      rules:", "    ipvs:\n      timeouts: {udp: 1}\n      rules:"), "expiry")
+		lab = l
+		sim := modelOf(s)
+		c := verify.UDPClient{From: scenario.Nodes(l)["client"]}
+		vipUDP := netip.MustParseAddrPort("203.0.113.1:5353")
+		first := sim.Connect(verify.Request{}, false)
+		got := c.Send(ctx, vipUDP, 3)
+		Expect(got.Errors).To(BeEmpty())
+		Expect(got.Sequence).To(HaveEach(first))
+
+		Eventually(func() map[netip.Addr]string { return templates(s, l) }).
+			WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
+		next := sim.Connect(verify.Request{}, false)
+		Expect(next).NotTo(Equal(first))
+		got = c.Send(ctx, vipUDP, 2)
+		Expect(got.Errors).To(BeEmpty())
+		Expect(got.Sequence).To(HaveEach(next), "after expiry the client gets rr's next server")
+	})
+
+	DescribeTable("when the client's server is quiesced (weight 0)",
+		func(ctx context.Context, expire string, stays bool) {
+			file := variant("scenarios/nat-ppc.yaml", "expire_quiescent_template: 1", "expire_quiescent_template: "+expire)
+			s, l := up(file, "quiesce")
+			lab = l
+			sim := modelOf(s)
+			c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+			first := sim.Connect(verify.Request{}, false)
+			Expect(c.Get(ctx, "http://203.0.113.1/", 2).Sequence).To(HaveEach(first))
+
+			addr := serverAddr(s, first).String()
+			edited := variant("scenarios/nat-ppc.yaml", "expire_quiescent_template: 1", "expire_quiescent_template: "+expire,
+				"-r "+addr+" -m -w 1", "-r "+addr+" -m -w 0")
+			_, stderr, code := lv("apply", "--name", "quiesce", edited)
+			Expect(code).To(Equal(0), stderr)
+			sim.SetWeight(first, 0)
+
+			got := c.Get(ctx, "http://203.0.113.1/", 3)
+			Expect(got.Errors).To(BeEmpty())
+			if stays {
+				Expect(got.Sequence).To(HaveEach(first), "a persistent client stays with its quiesced server")
+			} else {
+				Expect(got.Sequence).To(HaveEach(sim.Order()[1-indexIn(sim.Order(), first)]), "the template expired: the client moved")
+			}
+			// New clients never go to the quiesced server.
+			src := sources(l, "203.0.113.100/24", 1)[0]
+			got = verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
+			Expect(got.Sequence).NotTo(ContainElement(first))
+		},
+		Entry("expire_quiescent_template=1: the client moves", "1", false),
+		Entry("expire_quiescent_template=0: the client stays", "0", true),
+	)
+})
+
+func indexIn(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
