@@ -25,7 +25,7 @@ type Conn struct {
 	Virtual  netip.AddrPort // ToIP:TPrt (a firewall-mark template holds the mark in ToIP)
 	Dest     netip.AddrPort // DestIP:DPrt
 	State    string
-	Expires  int // seconds
+	Expires  int  // seconds
 	Template bool // a persistence template: client port 0 (state NONE)
 }
 

@@ -40,9 +40,9 @@ func TestModels(t *testing.T) {
 		want           string
 	}{
 		{"rr", "A1 B1", 6, false, "BABABA"},
-		{"rr", "A1 B0 C1", 6, false, "CACACA"}, // weight 0: quiesced, skipped
+		{"rr", "A1 B0 C1", 6, false, "CACACA"},         // weight 0: quiesced, skipped
 		{"wrr", "A3 B2 C1", 12, false, "CBAABACBAABA"}, // cw starts at 1 after the third add
-		{"wrr", "A4 B2", 9, false, "BAABAABAA"}, // cw starts at 1 after the second add: B first
+		{"wrr", "A4 B2", 9, false, "BAABAABAA"},        // cw starts at 1 after the second add: B first
 		{"lc", "A1 B1 C1", 9, false, "CBACBACBA"},
 		{"lc", "A1 B1 C1", 6, true, "CBACBA"},
 		{"wlc", "A3 B2 C1", 12, false, "CBAABACBAABA"},
@@ -50,7 +50,7 @@ func TestModels(t *testing.T) {
 		{"sed", "A3 B2 C1", 6, true, "ABACBA"},
 		{"nq", "A3 B2 C1", 6, true, "CBAABA"},
 		{"fo", "A1 B3 C3", 4, false, "CCCC"}, // first in list order among the highest weight
-		{"ovf", "A1 B2", 6, true, "BBBAA"},    // each takes weight+1 active (the kernel skips active > weight); then none
+		{"ovf", "A1 B2", 6, true, "BBBAA"},   // each takes weight+1 active (the kernel skips active > weight); then none
 	} {
 		got := seq(sim(t, c.sched, c.servers), c.n, c.hold)
 		if got != c.want {
