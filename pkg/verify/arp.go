@@ -1,0 +1,202 @@
+package verify
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// ARP is one ARP packet seen on the wire.
+type ARP struct {
+	Op        uint16 // 1 request, 2 reply
+	SenderMAC net.HardwareAddr
+	SenderIP  netip.Addr
+	TargetIP  netip.Addr
+}
+
+func (a ARP) String() string {
+	if a.Op == 1 {
+		return fmt.Sprintf("who-has %s tell %s (%s)", a.TargetIP, a.SenderIP, a.SenderMAC)
+	}
+	return fmt.Sprintf("%s is-at %s", a.SenderIP, a.SenderMAC)
+}
+
+// ARPSocket is a raw ARP socket on one interface of a node (AF_PACKET, opened
+// inside the node's namespace, to which it stays bound).
+type ARPSocket struct {
+	fd      int
+	ifindex int
+	mac     net.HardwareAddr
+	ip      netip.Addr
+}
+
+const ethPARP = 0x0806
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// OpenARP opens a raw ARP socket on dev in n.
+func OpenARP(n node.Node, dev string) (*ARPSocket, error) {
+	s := &ARPSocket{fd: -1}
+	err := n.Do(func() error {
+		ifc, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		s.ifindex, s.mac = ifc.Index, ifc.HardwareAddr
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+				s.ip = p.Addr()
+				break
+			}
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(ethPARP)))
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(ethPARP), Ifindex: s.ifindex})
+	})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s: ARP socket on %s: %w", n.Name, dev, err)
+	}
+	return s, nil
+}
+
+// Close closes the socket.
+func (s *ARPSocket) Close() error {
+	if s.fd < 0 {
+		return nil
+	}
+	err := unix.Close(s.fd)
+	s.fd = -1
+	return err
+}
+
+// Request broadcasts "who-has target tell <this interface's address>".
+func (s *ARPSocket) Request(target netip.Addr) error {
+	if !s.ip.IsValid() {
+		return errors.New("the interface has no IPv4 address to ask from")
+	}
+	f := make([]byte, 42)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], s.mac)
+	binary.BigEndian.PutUint16(f[12:], ethPARP)
+	binary.BigEndian.PutUint16(f[14:], 1)      // Ethernet
+	binary.BigEndian.PutUint16(f[16:], 0x0800) // IPv4
+	f[18], f[19] = 6, 4
+	binary.BigEndian.PutUint16(f[20:], 1) // request
+	copy(f[22:28], s.mac)
+	sip, tip := s.ip.As4(), target.As4()
+	copy(f[28:32], sip[:])
+	copy(f[38:42], tip[:])
+	return unix.Sendto(s.fd, f, 0, &unix.SockaddrLinklayer{Protocol: htons(ethPARP), Ifindex: s.ifindex, Halen: 6,
+		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
+}
+
+// Collect reads ARP packets for window (or until ctx ends) and returns those
+// match accepts, in arrival order.
+func (s *ARPSocket) Collect(ctx context.Context, window time.Duration, match func(ARP) bool) ([]ARP, error) {
+	deadline := time.Now().Add(window)
+	var out []ARP
+	buf := make([]byte, 1500)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return out, nil
+		}
+		tv := unix.NsecToTimeval(min(left, 50*time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return out, err
+		}
+		n, _, err := unix.Recvfrom(s.fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if a, ok := parseARP(buf[:n]); ok && (match == nil || match(a)) {
+			out = append(out, a)
+		}
+	}
+}
+
+func parseARP(f []byte) (ARP, bool) {
+	if len(f) < 42 || binary.BigEndian.Uint16(f[12:]) != ethPARP || f[18] != 6 || f[19] != 4 {
+		return ARP{}, false
+	}
+	return ARP{
+		Op:        binary.BigEndian.Uint16(f[20:]),
+		SenderMAC: net.HardwareAddr(append([]byte(nil), f[22:28]...)),
+		SenderIP:  netip.AddrFrom4([4]byte(f[28:32])),
+		TargetIP:  netip.AddrFrom4([4]byte(f[38:42])),
+	}, true
+}
+
+// ProbeARP asks who has target from dev in n and returns every reply that comes
+// within window: with ARP flux, several hosts answer for one address.
+func ProbeARP(ctx context.Context, n node.Node, dev string, target netip.Addr, window time.Duration) ([]ARP, error) {
+	s, err := OpenARP(n, dev)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if err := s.Request(target); err != nil {
+		return nil, fmt.Errorf("%s: ARP request: %w", n.Name, err)
+	}
+	return s.Collect(ctx, window, func(a ARP) bool { return a.Op == 2 && a.SenderIP == target })
+}
+
+// MAC returns the hardware address of dev in n.
+func MAC(n node.Node, dev string) (net.HardwareAddr, error) {
+	var mac net.HardwareAddr
+	err := n.Do(func() error {
+		ifc, err := net.InterfaceByName(dev)
+		if err == nil {
+			mac = ifc.HardwareAddr
+		}
+		return err
+	})
+	return mac, err
+}
+
+// Neighbours reads n's IPv4 neighbour table over netlink: address -> MAC, for
+// entries that have one.
+func Neighbours(n node.Node) (map[netip.Addr]string, error) {
+	fd, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	neighs, err := h.NeighList(0, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Addr]string{}
+	for _, ne := range neighs {
+		a, ok := netip.AddrFromSlice(ne.IP)
+		if ok && len(ne.HardwareAddr) > 0 && ne.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
+			out[a.Unmap()] = ne.HardwareAddr.String()
+		}
+	}
+	return out, nil
+}
