@@ -37,18 +37,14 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
-	var names []string
-	var files []*os.File
-	var home node.Node // the web daemon runs in the first web node's namespace
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	// One web daemon per web node, inside that node's namespace: stopping one
+	// node's web service is stopping its process (role "webd-<node>").
 	for _, ns := range spec.Nodes {
 		if ns.Web == nil {
 			continue
 		}
+		var names []string
+		var files []*os.File
 		for _, l := range ns.Web.listeners() {
 			var f *os.File
 			err := nodes[ns.Name].Do(func() error {
@@ -57,20 +53,17 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 				return err
 			})
 			if err != nil {
+				closeFiles(files)
 				return procs, fmt.Errorf("%s: %s server on port %d: %w", ns.Name, l.kind, l.port, err)
 			}
 			names = append(names, ns.Name+"/"+l.kind)
 			files = append(files, f)
-			if home.Name == "" {
-				home = nodes[ns.Name]
-			}
 		}
-	}
-	if len(files) > 0 {
 		cmd := exec.Command(s.Self, "webd")
 		cmd.Env = append(os.Environ(), webd.EnvListeners+"="+strings.Join(names, ","))
 		cmd.ExtraFiles = files
-		p, err := s.launch(cmd, "webd", home)
+		p, err := s.launch(cmd, "webd-"+ns.Name, nodes[ns.Name])
+		closeFiles(files)
 		if err != nil {
 			return procs, err
 		}
@@ -87,6 +80,12 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 		}
 	}
 	return procs, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 type listenerSpec struct {
