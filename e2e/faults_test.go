@@ -11,11 +11,13 @@ import (
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
-// connectionsTo reads the kernel's total connection counter of one real server.
-func connectionsTo(s *scenario.Scenario, l *state.Lab, name string) uint32 {
+// connectionsTo reads the connections one real server holds (active and inactive:
+// closed ones stay 2 minutes in TIME_WAIT). These counts are live; the kernel's
+// total counter is folded in only every 2 s (ip_vs_est.c) and would lag.
+func connectionsTo(s *scenario.Scenario, l *state.Lab, name string) int {
 	for _, d := range readIPVS(l).Services[0].Destinations {
 		if d.Address.String() == serverAddr(s, name).Addr().String() {
-			return d.Stats.Connections
+			return d.ActiveConnections + d.InactiveConnections
 		}
 	}
 	Fail("no real server " + name)
@@ -66,6 +68,7 @@ var _ = Describe("Faults", Label("nat", "faults"), func() {
 		want := sim.Sequence(verify.Request{}, 4, false)
 		Expect(c.Get(ctx, "http://203.0.113.1/", 4).Sequence).To(Equal(want))
 		before := connectionsTo(s, l, "web1")
+		Expect(before).To(Equal(2), "web1 served 2 of the first 4")
 
 		edited := variant("scenarios/nat-rr.yaml", "198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 0")
 		_, stderr, code := lv("apply", "--name", "quiesce-rr", edited)

@@ -37,6 +37,8 @@ usage:
   lvslab status [LAB]                                   labs, nodes, addresses, IPVS tables
   lvslab exec [--lab LAB] [-i] NODE -- COMMAND...       run a command in a node
   lvslab ipvs [--list|--save] [LAB]                     the director's table, as ipvsadm -Ln and ipvsadm-save -n
+  lvslab verify [--client go|curl] [--json] [--junit FILE] [--keep] SCENARIO|LAB
+                                                        run a scenario's checks (a fresh lab for a file)
   lvslab gc                                             remove every lab and sandbox left behind
   lvslab sandbox run -- COMMAND...                      run a command in a fresh sandbox kernel
   lvslab sandbox status|stop                            the kept sandbox kernel
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string) error {
 		return cmdExec(ctx, args)
 	case "ipvs":
 		return cmdIPVS(ctx, args)
+	case "verify":
+		return cmdVerify(ctx, args)
 	case "gc":
 		return cmdGC(ctx, args)
 	case "sandbox":

@@ -25,7 +25,8 @@ type Scenario struct {
 	Description string
 	Topology    *topo.Topology
 	Spec        apply.Spec
-	Source      []byte // the file's text
+	Checks      []Check // what lvslab verify checks
+	Source      []byte  // the file's text
 }
 
 // Director returns the node that holds IPVS services, or "".
@@ -75,6 +76,7 @@ type rawScenario struct {
 	Description string              `yaml:"description"`
 	Topology    string              `yaml:"topology"`
 	Nodes       map[string]*rawNode `yaml:"nodes"`
+	Checks      []rawCheck          `yaml:"checks"`
 }
 
 type rawNode struct {
@@ -218,6 +220,13 @@ func Parse(file string, data []byte) (*Scenario, error) {
 	}
 	if err := checkServers(s, fail); err != nil {
 		return nil, err
+	}
+	for i, rc := range raw.Checks {
+		c, err := parseCheck(s, fmt.Sprintf("checks[%d]", i), rc, fail)
+		if err != nil {
+			return nil, err
+		}
+		s.Checks = append(s.Checks, c)
 	}
 	return s, nil
 }

@@ -3,6 +3,7 @@
 package verify
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -52,41 +53,22 @@ func (r Result) Servers() []string {
 	return s
 }
 
-func (c HTTPClient) transport() *http.Transport {
-	return &http.Transport{
-		DisableKeepAlives: true,
-		// The lab's HTTPS servers use a certificate made at start, signed by nobody.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := c.From.Do(func() error {
-				var err error
-				d := &net.Dialer{}
-				if c.Source.IsValid() {
-					d.LocalAddr = &net.TCPAddr{IP: c.Source.AsSlice()}
-				}
-				conn, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
-	}
-}
-
-// Get requests url n times sequentially, each on a new connection, and records
-// which server answered (the body's first line).
+// Get requests url n times sequentially and records which server answered (the
+// body's first line). Each request has its own connection, and that connection
+// is read to its end and closed before the next one is opened: net/http closes
+// connections asynchronously, which would let a new connection reach the
+// director while the previous one still counts as active there.
 func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
 	timeout := c.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	client := &http.Client{Transport: c.transport(), Timeout: timeout}
-	defer client.CloseIdleConnections()
 	r := Result{Counts: map[string]int{}}
 	for i := range n {
-		name, err := getOnce(ctx, client, url)
+		name, err := c.once(ctx, url, timeout)
 		if err != nil {
 			r.Errors = append(r.Errors, fmt.Errorf("request %d: %w", i+1, err))
+			name = ""
 		} else {
 			r.Counts[name]++
 		}
@@ -95,18 +77,58 @@ func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
 	return r
 }
 
-func getOnce(ctx context.Context, client *http.Client, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return "", err
 	}
-	resp, err := client.Do(req)
+	req.Close = true
+	req.Header.Set("User-Agent", "lvslab")
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), map[string]string{"http": "80", "https": "443"}[req.URL.Scheme])
+	}
+	var conn net.Conn
+	err = c.From.Do(func() error {
+		d := &net.Dialer{}
+		if c.Source.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: c.Source.AsSlice()}
+		}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if req.URL.Scheme == "https" {
+		// The lab's HTTPS servers use a certificate made at start, signed by nobody.
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: req.URL.Hostname()})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return "", err
+		}
+		conn = tc
+	}
+	if err := req.Write(conn); err != nil {
+		return "", err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return "", err
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
 	if err != nil {
+		return "", err
+	}
+	_, _ = io.Copy(io.Discard, br) // to the server's close: the exchange is over
+	if err := conn.Close(); err != nil {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -129,4 +151,9 @@ func URL(a netip.AddrPort) string {
 		return scheme + "://" + a.Addr().String() + "/"
 	}
 	return scheme + "://" + a.String() + "/"
+}
+
+// FirstDivergence returns the first index where got differs from want, or -1.
+func FirstDivergence(want, got []string) int {
+	return Result{Sequence: got}.First(want)
 }

@@ -1,0 +1,181 @@
+package scenario
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Check is one check of a scenario's checks section, run by lvslab verify.
+type Check struct {
+	Name     string
+	From     string // the node that sends; "client" by default
+	HTTP     string // URL (http:// or https://)
+	UDP      netip.AddrPort
+	ARP      netip.Addr // who-has target
+	Dev      string     // the interface ARP probes go out of; eth1 by default
+	Requests int        // per source address
+	Sources  int        // extra client addresses, each making Requests requests
+	Expect   Expect
+}
+
+// Kind names what the check sends: http, udp or arp.
+func (c Check) Kind() string {
+	switch {
+	case c.HTTP != "":
+		return "http"
+	case c.UDP.IsValid():
+		return "udp"
+	}
+	return "arp"
+}
+
+// Expect is what a check must observe.
+type Expect struct {
+	Model     bool           // the exact sequence the scheduler's model predicts
+	Sequence  []string       // an exact sequence of servers
+	Counts    map[string]int // answers per server
+	Sticky    bool           // each source address always gets one server
+	Servers   []string       // answers only from these servers
+	Answerers []string       // ARP: exactly these nodes answer
+	Failures  int            // requests that must fail (default 0)
+}
+
+type rawCheck struct {
+	Name string `yaml:"name"`
+	From string `yaml:"from"`
+	HTTP *struct {
+		URL      string `yaml:"url"`
+		Requests int    `yaml:"requests"`
+	} `yaml:"http"`
+	UDP *struct {
+		Address  string `yaml:"address"`
+		Requests int    `yaml:"requests"`
+	} `yaml:"udp"`
+	ARP *struct {
+		Target string `yaml:"target"`
+		Dev    string `yaml:"dev"`
+	} `yaml:"arp"`
+	Sources int `yaml:"sources"`
+	Expect  struct {
+		Sequence  any            `yaml:"sequence"` // "model" or a list
+		Counts    map[string]int `yaml:"counts"`
+		Sticky    bool           `yaml:"sticky"`
+		Servers   []string       `yaml:"servers"`
+		Answerers []string       `yaml:"answerers"`
+		Failures  int            `yaml:"failures"`
+	} `yaml:"expect"`
+}
+
+func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (Check, error) {
+	c := Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1"}
+	if c.Name == "" {
+		return c, fail(field+".name", "missing (what the check shows, in a few words)")
+	}
+	if c.From == "" {
+		c.From = "client"
+	}
+	if _, ok := s.Topology.Nodes[c.From]; !ok {
+		return c, fail(field+".from", "node %q is not in the topology", c.From)
+	}
+	kinds := 0
+	requests := 10
+	if rc.HTTP != nil {
+		kinds++
+		u, err := url.Parse(rc.HTTP.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fail(field+".http.url", "%q is not an http:// or https:// URL", rc.HTTP.URL)
+		}
+		c.HTTP = rc.HTTP.URL
+		if rc.HTTP.Requests != 0 {
+			requests = rc.HTTP.Requests
+		}
+	}
+	if rc.UDP != nil {
+		kinds++
+		ap, err := netip.ParseAddrPort(rc.UDP.Address)
+		if err != nil {
+			return c, fail(field+".udp.address", "%q is not address:port", rc.UDP.Address)
+		}
+		c.UDP = ap
+		if rc.UDP.Requests != 0 {
+			requests = rc.UDP.Requests
+		}
+	}
+	if rc.ARP != nil {
+		kinds++
+		a, err := netip.ParseAddr(rc.ARP.Target)
+		if err != nil || !a.Is4() {
+			return c, fail(field+".arp.target", "%q is not an IPv4 address", rc.ARP.Target)
+		}
+		c.ARP = a
+		if rc.ARP.Dev != "" {
+			c.Dev = rc.ARP.Dev
+		}
+	}
+	if kinds != 1 {
+		return c, fail(field, "give exactly one of http, udp or arp")
+	}
+	if requests < 1 || requests > 10000 {
+		return c, fail(field+".requests", "%d is out of range (1..10000)", requests)
+	}
+	c.Requests = requests
+	if c.Sources < 0 || c.Sources > 100 {
+		return c, fail(field+".sources", "%d is out of range (0..100)", c.Sources)
+	}
+	e := rc.Expect
+	switch seq := e.Sequence.(type) {
+	case nil:
+	case string:
+		if seq != "model" {
+			return c, fail(field+".expect.sequence", "%q: give model, or a list of servers", seq)
+		}
+		c.Expect.Model = true
+	case []any:
+		for _, x := range seq {
+			c.Expect.Sequence = append(c.Expect.Sequence, fmt.Sprint(x))
+		}
+	default:
+		return c, fail(field+".expect.sequence", "%v: give model, or a list of servers", seq)
+	}
+	c.Expect.Counts, c.Expect.Sticky, c.Expect.Servers, c.Expect.Failures = e.Counts, e.Sticky, e.Servers, e.Failures
+	c.Expect.Answerers = e.Answerers
+	if c.Kind() == "arp" {
+		if e.Answerers == nil {
+			return c, fail(field+".expect.answerers", "missing (the nodes that must answer; [] for none)")
+		}
+	} else if e.Answerers != nil {
+		return c, fail(field+".expect.answerers", "only for arp checks")
+	}
+	if (c.Expect.Model || c.Expect.Sticky) && s.Director() == "" {
+		return c, fail(field+".expect", "the scenario has no IPVS service to model")
+	}
+	for name := range c.Expect.Counts {
+		if _, ok := s.Topology.Nodes[name]; !ok {
+			return c, fail(field+".expect.counts", "%q is not a node", name)
+		}
+	}
+	for _, name := range slices.Concat(c.Expect.Sequence, c.Expect.Servers, c.Expect.Answerers) {
+		if _, ok := s.Topology.Nodes[name]; !ok {
+			return c, fail(field+".expect", "%q is not a node", name)
+		}
+	}
+	return c, nil
+}
+
+// Describe says in a few words what the check sends.
+func (c Check) Describe() string {
+	src := c.From
+	if c.Sources > 0 {
+		src = fmt.Sprintf("%s (%d source addresses)", c.From, c.Sources)
+	}
+	switch c.Kind() {
+	case "http":
+		return fmt.Sprintf("%d %s requests to %s from %s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src)
+	case "udp":
+		return fmt.Sprintf("%d UDP datagrams to %s from %s", c.Requests, c.UDP, src)
+	}
+	return fmt.Sprintf("who-has %s from %s %s", c.ARP, c.From, c.Dev)
+}
