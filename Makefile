@@ -66,7 +66,8 @@ e2e: build bin/ginkgo
 
 # Benchmarks (targets in README): lab up inside the sandbox, sandbox boot on the host.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 20x -exec "$(SANDBOX)" ./pkg/scenario/
+	$(GO) test -run '^$$' -bench UpNAT -benchtime 20x -exec "$(SANDBOX)" ./pkg/scenario/
+	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/scenario/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
 
 # Fuzz the ipvsadm rule parser; new interesting inputs stay in Go's cache, copy

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
 )
 
 // BenchmarkUpNAT measures lvslab up of the NAT lab, from nothing to "every web
@@ -49,4 +50,60 @@ func BenchmarkUpNAT(b *testing.B) {
 	}
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
+}
+
+// BenchmarkClientThroughput measures new HTTP connections per second through the
+// NAT director, side by side on one lab: lvslab's Go client (one process, each
+// request a new connection read to its end and closed) against a loop of the
+// real curl binary (a process per request, as `lvslab exec client -- curl` runs).
+// Run it in the sandbox kernel (make bench); each iteration makes 200 Go requests
+// and 20 curl requests.
+func BenchmarkClientThroughput(b *testing.B) {
+	if os.Getuid() != 0 {
+		b.Skip("needs root")
+	}
+	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
+		b.Skip("needs a kernel with IPVS: make bench runs this in the sandbox kernel")
+	}
+	self := os.Getenv("LVSLAB_BIN")
+	if self == "" {
+		self = "../../bin/lvslab"
+	}
+	s, err := Load("../../scenarios/nat-rr.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Rename("throughput"); err != nil {
+		b.Fatal(err)
+	}
+	r := &Runner{Store: state.Store{Dir: b.TempDir()}, Self: self}
+	ctx := context.Background()
+	lab, err := r.Up(ctx, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Down(ctx, "throughput")
+	client := Nodes(lab)["client"]
+	const goN, curlN = 200, 20
+	var goTime, curlTime time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t := time.Now()
+		res := verify.HTTPClient{From: client}.Get(ctx, "http://203.0.113.1/", goN)
+		goTime += time.Since(t)
+		if len(res.Errors) > 0 {
+			b.Fatal(res.Errors[0])
+		}
+		t = time.Now()
+		res = verify.CurlClient{From: client}.Get(ctx, "http://203.0.113.1/", curlN)
+		curlTime += time.Since(t)
+		if len(res.Errors) > 0 {
+			b.Fatal(res.Errors[0])
+		}
+	}
+	goRate := float64(goN*b.N) / goTime.Seconds()
+	curlRate := float64(curlN*b.N) / curlTime.Seconds()
+	b.ReportMetric(goRate, "go-req/s")
+	b.ReportMetric(curlRate, "curl-req/s")
+	b.ReportMetric(goRate/curlRate, "x-curl")
 }
