@@ -14,7 +14,6 @@ import (
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,14 +79,9 @@ func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 		return changes, fmt.Errorf("%s: %w", n.Name, err)
 	}
 
-	fd, err := netns.GetFromPath(n.NSPath)
+	h, err := n.Netlink()
 	if err != nil {
-		return changes, fmt.Errorf("%s: open namespace: %w", n.Name, err)
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
-	if err != nil {
-		return changes, fmt.Errorf("%s: netlink: %w", n.Name, err)
+		return changes, err
 	}
 	defer h.Close()
 
@@ -215,14 +209,9 @@ func Remove(ctx context.Context, nodes map[string]node.Node, old, next Spec) ([]
 func removeNode(n node.Node, old, next NodeSpec) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
-	fd, err := netns.GetFromPath(n.NSPath)
+	h, err := n.Netlink()
 	if err != nil {
-		return nil, fmt.Errorf("%s: open namespace: %w", n.Name, err)
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("%s: netlink: %w", n.Name, err)
+		return nil, err
 	}
 	defer h.Close()
 	for _, r := range old.Routes {

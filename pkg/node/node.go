@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NetnsDir is where named network namespaces are bound, as iproute2 does.
@@ -70,6 +72,21 @@ func (n Node) Run(cmd *exec.Cmd) error {
 		return err
 	}
 	return cmd.Wait()
+}
+
+// Netlink returns a rtnetlink handle bound to the node's namespace (only
+// NETLINK_ROUTE: the sandbox kernel lacks other families). Close it after use.
+func (n Node) Netlink() (*netlink.Handle, error) {
+	fd, err := netns.GetFromPath(n.NSPath)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: open namespace: %w", n.Name, err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: netlink: %w", n.Name, err)
+	}
+	return h, nil
 }
 
 // Exists reports whether the node's namespace is bound.

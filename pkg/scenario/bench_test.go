@@ -11,10 +11,10 @@ import (
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
-// BenchmarkUpNAT measures lvslab up of the NAT lab, from nothing to "every web
-// server answers", on the kernel it runs on (make bench runs it in the sandbox,
-// so boot is excluded). Teardown is not timed. It reports the median.
-func BenchmarkUpNAT(b *testing.B) {
+// benchSetup skips where the benchmarks cannot run and returns the NAT scenario
+// under the lab name, with a runner of its own.
+func benchSetup(b *testing.B, name string) (*Scenario, *Runner) {
+	b.Helper()
 	if os.Getuid() != 0 {
 		b.Skip("needs root")
 	}
@@ -29,10 +29,17 @@ func BenchmarkUpNAT(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := s.Rename("bench"); err != nil {
+	if err := s.Rename(name); err != nil {
 		b.Fatal(err)
 	}
-	r := &Runner{Store: state.Store{Dir: b.TempDir()}, Self: self}
+	return s, &Runner{Store: state.Store{Dir: b.TempDir()}, Self: self}
+}
+
+// BenchmarkUpNAT measures lvslab up of the NAT lab, from nothing to "every web
+// server answers", on the kernel it runs on (make bench runs it in the sandbox,
+// so boot is excluded). Teardown is not timed. It reports the median.
+func BenchmarkUpNAT(b *testing.B) {
+	s, r := benchSetup(b, "bench")
 	ctx := context.Background()
 	var times []time.Duration
 	b.ResetTimer()
@@ -59,24 +66,7 @@ func BenchmarkUpNAT(b *testing.B) {
 // Run it in the sandbox kernel (make bench); each iteration makes 200 Go requests
 // and 20 curl requests.
 func BenchmarkClientThroughput(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("needs root")
-	}
-	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
-		b.Skip("needs a kernel with IPVS: make bench runs this in the sandbox kernel")
-	}
-	self := os.Getenv("LVSLAB_BIN")
-	if self == "" {
-		self = "../../bin/lvslab"
-	}
-	s, err := Load("../../scenarios/nat-rr.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Rename("throughput"); err != nil {
-		b.Fatal(err)
-	}
-	r := &Runner{Store: state.Store{Dir: b.TempDir()}, Self: self}
+	s, r := benchSetup(b, "throughput")
 	ctx := context.Background()
 	lab, err := r.Up(ctx, s)
 	if err != nil {

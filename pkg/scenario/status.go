@@ -11,19 +11,12 @@ import (
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // Addresses lists a node's addresses by interface, as "dev addr/len", skipping
 // loopback's 127.0.0.1 and IPv6 link-local addresses.
 func Addresses(n node.Node) ([]string, error) {
-	fd, err := netns.GetFromPath(n.NSPath)
-	if err != nil {
-		return nil, err
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	h, err := n.Netlink()
 	if err != nil {
 		return nil, err
 	}

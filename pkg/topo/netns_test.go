@@ -11,7 +11,6 @@ import (
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,12 +26,7 @@ func privileged(t *testing.T) {
 
 func handle(t *testing.T, ns string) *netlink.Handle {
 	t.Helper()
-	fd, err := netns.GetFromPath(filepath.Join(node.NetnsDir, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fd.Close() })
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	h, err := node.New(ns, ns).Netlink()
 	if err != nil {
 		t.Fatal(err)
 	}

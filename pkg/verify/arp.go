@@ -11,7 +11,6 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,12 +176,7 @@ func MAC(n node.Node, dev string) (net.HardwareAddr, error) {
 // Neighbours reads n's IPv4 neighbour table over netlink: address -> MAC, for
 // entries that have one.
 func Neighbours(n node.Node) (map[netip.Addr]string, error) {
-	fd, err := netns.GetFromPath(n.NSPath)
-	if err != nil {
-		return nil, err
-	}
-	defer fd.Close()
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
+	h, err := n.Netlink()
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,12 +95,7 @@ func hexAddrPort(addr, port string) (netip.AddrPort, error) {
 // dev in node n, as extra client source addresses for a run, and returns them
 // with a function that removes them again.
 func AddSources(n node.Node, dev string, first netip.Prefix, count int) ([]netip.Addr, func() error, error) {
-	fd, err := netns.GetFromPath(n.NSPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
-	fd.Close()
+	h, err := n.Netlink()
 	if err != nil {
 		return nil, nil, err
 	}
