@@ -178,3 +178,34 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 		Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}))
 	})
 })
+
+var _ = Describe("Every scheduler the kernel ships", Label("nat", "schedulers"), func() {
+	var lab *state.Lab
+	dumpOnFailure(&lab)
+
+	DescribeTable("is programmed over netlink, read back with its flags and thresholds, and answers",
+		func(ctx context.Context, sched string, flags string) {
+			repl := []string{"scheduler: lc", "scheduler: " + sched,
+				"{address: 198.51.100.11:80, method: nat, weight: 1}", "{address: 198.51.100.11:80, method: nat, weight: 1, upper: 100, lower: 10}"}
+			if flags != "" {
+				repl[1] += "\n          flags: [" + flags + "]"
+			}
+			s, l := up(variant("scenarios/nat-lc.yaml", repl...), "sched-"+sched)
+			lab = l
+			d, _ := s.Node(s.Director())
+			got := readIPVS(l).Model()
+			Expect(normalized(got)).To(Equal(normalized(d.Services)))
+			Expect(got[0].Scheduler).To(Equal(sched))
+			if flags != "" {
+				Expect(strings.Join(got[0].SchedFlags, ",")).To(Equal(flags))
+			}
+			res := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 3)
+			Expect(res.Errors).To(BeEmpty())
+			Expect(res.Counts).NotTo(BeEmpty())
+		},
+		Entry("rr", "rr", ""), Entry("wrr", "wrr", ""), Entry("lc", "lc", ""), Entry("wlc", "wlc", ""),
+		Entry("sed", "sed", ""), Entry("nq", "nq", ""), Entry("sh", "sh", "sh-fallback,sh-port"),
+		Entry("dh", "dh", ""), Entry("mh", "mh", "mh-fallback,mh-port"), Entry("fo", "fo", ""),
+		Entry("ovf", "ovf", ""), Entry("lblc", "lblc", ""), Entry("lblcr", "lblcr", ""),
+	)
+})
