@@ -23,19 +23,29 @@ var (
 
 // divergence describes where an observed sequence first leaves the predicted one.
 func divergence(want, got []string) string {
-	for i := range max(len(want), len(got)) {
-		var w, g string
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w != g {
-			return fmt.Sprintf("first divergence at request %d: expected %q, observed %q\npredicted %v\nobserved  %v", i+1, w, g, want, got)
-		}
+	i := verify.FirstDivergence(want, got)
+	if i < 0 {
+		return ""
 	}
-	return ""
+	at := func(s []string) string {
+		if i < len(s) {
+			return s[i]
+		}
+		return ""
+	}
+	return fmt.Sprintf("first divergence at request %d: expected %q, observed %q\npredicted %v\nobserved  %v", i+1, at(want), at(got), want, got)
+}
+
+// upModel brings up a scenario (or its variant, with replacements) and returns
+// the model of its first service, checked to list the real servers as the kernel does.
+func upModel(file, name string, repl ...string) (*scenario.Scenario, *state.Lab, *verify.Sim) {
+	if len(repl) > 0 {
+		file = variant(file, repl...)
+	}
+	s, l := up(file, name)
+	sim := modelOf(s)
+	Expect(sim.Order()).To(Equal(kernelOrder(s, l)), "the model's list order is the kernel's")
+	return s, l, sim
 }
 
 // variant writes a copy of a shipped scenario with replacements applied (and its
@@ -83,13 +93,8 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 	// NAT with three servers (topologies/lvs-nat3.clab.yml); weights 3:2:1 where they matter.
 	DescribeTable("for sequential connections, each closed before the next",
 		func(ctx context.Context, file string, n int, repl ...string) {
-			if len(repl) > 0 {
-				file = variant(file, repl...)
-			}
-			s, l := up(file, "seq")
+			_, l, sim := upModel(file, "seq", repl...)
 			lab = l
-			sim := modelOf(s)
-			Expect(sim.Order()).To(Equal(kernelOrder(s, l)), "the model's list order is the kernel's")
 			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, false)
 
 			got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", n)
@@ -115,13 +120,8 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 
 	DescribeTable("for connections held open",
 		func(ctx context.Context, file string, n int, repl ...string) {
-			if len(repl) > 0 {
-				file = variant(file, repl...)
-			}
-			s, l := up(file, "held")
+			s, l, sim := upModel(file, "held", repl...)
 			lab = l
-			sim := modelOf(s)
-			Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
 			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, true)
 			got := heldSequence(ctx, s, l, n)
 			Expect(got).To(Equal(want), divergence(want, got))

@@ -84,7 +84,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 		c := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}
 		got := c.Get(ctx, "http://203.0.113.1/", 10)
 		Expect(got.Errors).To(BeEmpty())
-		Expect(got.Sequence).To(Equal(want), "first divergence at request %d", got.First(want)+1)
+		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
 		Expect(got.Counts).To(Equal(map[string]int{"web1": 5, "web2": 5}))
 	})
 

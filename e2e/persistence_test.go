@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -152,7 +153,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			if stays {
 				Expect(got.Sequence).To(HaveEach(first), "a persistent client stays with its quiesced server")
 			} else {
-				Expect(got.Sequence).To(HaveEach(sim.Order()[1-indexIn(sim.Order(), first)]), "the template expired: the client moved")
+				Expect(got.Sequence).To(HaveEach(sim.Order()[1-slices.Index(sim.Order(), first)]), "the template expired: the client moved")
 			}
 			// New clients never go to the quiesced server.
 			src := sources(l, "203.0.113.100/24", 1)[0]
@@ -163,12 +164,3 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		Entry("expire_quiescent_template=0: the client stays", "0", true),
 	)
 })
-
-func indexIn(list []string, s string) int {
-	for i, x := range list {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}

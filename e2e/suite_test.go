@@ -18,7 +18,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
-	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/sirupsen/logrus"
@@ -127,15 +126,13 @@ func dumpOnFailure(l **state.Lab) {
 			})
 		}
 		for name, n := range scenario.Nodes(lab) {
-			out, _ := exec.Command("ip", "-n", filepathBase(n), "neigh").CombinedOutput()
+			out, _ := exec.Command("ip", "-n", filepath.Base(n.NSPath), "neigh").CombinedOutput()
 			fmt.Fprintf(&b, "  %s neighbours:\n%s", name, out)
 		}
 		AddReportEntry("lab state", b.String())
 		fmt.Fprintln(GinkgoWriter, b.String())
 	})
 }
-
-func filepathBase(n node.Node) string { return filepath.Base(n.NSPath) }
 
 // readIPVS reads the director's table back over netlink.
 func readIPVS(l *state.Lab) *ipvsadm.Table {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -276,7 +277,7 @@ func cmdDown(ctx context.Context, args []string) error {
 	var errs []error
 	var remote []string
 	for _, l := range targets {
-		if contains(local, l) {
+		if slices.Contains(local, l) {
 			err := r.Down(ctx, l)
 			errs = append(errs, err)
 			if err == nil {
@@ -304,15 +305,6 @@ func cmdDown(ctx context.Context, args []string) error {
 	return errors.Join(errs...)
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func cmdStatus(ctx context.Context, args []string) error {
 	local, err := store().List()
 	if err != nil {
@@ -320,7 +312,7 @@ func cmdStatus(ctx context.Context, args []string) error {
 	}
 	shown := 0
 	for _, name := range local {
-		if len(args) > 0 && !contains(args, name) {
+		if len(args) > 0 && !slices.Contains(args, name) {
 			continue
 		}
 		l, err := store().Load(name)
@@ -363,7 +355,7 @@ func findLab(lab, nodeName string) (*state.Lab, error) {
 		if err != nil {
 			return nil, err
 		}
-		if nodeName == "" || contains(l.Nodes, nodeName) {
+		if nodeName == "" || slices.Contains(l.Nodes, nodeName) {
 			found = append(found, l)
 		}
 	}
@@ -478,7 +470,7 @@ func cmdIPVS(ctx context.Context, args []string) error {
 	if l.Director == "" {
 		return fmt.Errorf("lab %s has no director", l.Name)
 	}
-	t, err := ipvsadm.Read(node.New(l.Director, l.Namespaces[indexOf(l.Nodes, l.Director)]))
+	t, err := ipvsadm.Read(node.New(l.Director, l.Namespaces[slices.Index(l.Nodes, l.Director)]))
 	if err != nil {
 		return err
 	}
@@ -495,15 +487,6 @@ func cmdIPVS(ctx context.Context, args []string) error {
 		return ipvsadm.WriteSave(os.Stdout, t.Model())
 	}
 	return nil
-}
-
-func indexOf(list []string, s string) int {
-	for i, x := range list {
-		if x == s {
-			return i
-		}
-	}
-	return -1
 }
 
 func cmdGC(ctx context.Context, args []string) error {

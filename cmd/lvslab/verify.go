@@ -35,8 +35,10 @@ func cmdVerify(ctx context.Context, args []string) error {
 	target := fs.Arg(0)
 	_, statErr := os.Stat(target)
 	isFile := statErr == nil
+	var s *scenario.Scenario
 	if isFile {
-		if _, err := scenario.Load(target); err != nil {
+		var err error
+		if s, err = scenario.Load(target); err != nil {
 			return err // bad input fails before anything is built anywhere
 		}
 	}
@@ -57,10 +59,6 @@ func cmdVerify(ctx context.Context, args []string) error {
 
 	v := &scenario.Verifier{Driver: *client}
 	if isFile {
-		s, err := scenario.Load(target)
-		if err != nil {
-			return err
-		}
 		// A fresh lab of its own: exact predictions need a director that has
 		// served nothing yet, and a lab of the scenario may be up already.
 		if err := s.Rename(verifyName(s.Name)); err != nil {

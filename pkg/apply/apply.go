@@ -108,7 +108,7 @@ func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 			note("address %s dev %s is missing", a.Prefix, a.Dev)
 			continue
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}}
+		addr := &netlink.Addr{IPNet: ipNet(a.Prefix)}
 		if a.Prefix.Addr().Is6() {
 			addr.Flags = 0x80 // IFA_F_NODAD: usable at once, no duplicate detection delay
 		}
@@ -119,7 +119,7 @@ func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 	}
 
 	for _, r := range want.Routes {
-		nr := &netlink.Route{Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}}
+		nr := &netlink.Route{Dst: ipNet(r.Dst)}
 		if r.Via.IsValid() {
 			nr.Gw = r.Via.AsSlice()
 		}

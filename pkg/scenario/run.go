@@ -162,7 +162,7 @@ func (r *Runner) Apply(ctx context.Context, s *Scenario) ([]apply.Change, error)
 	if err != nil {
 		return nil, err
 	}
-	if lab.Topology != abs(s.Topology.File) {
+	if lab.Topology != topo.AbsPath(s.Topology.File) {
 		return nil, fmt.Errorf("apply %s: the lab was built from %s, the scenario names %s: bring it down and up instead", s.Name, lab.Topology, s.Topology.File)
 	}
 	var old *Scenario
@@ -210,7 +210,7 @@ func (r *Runner) Apply(ctx context.Context, s *Scenario) ([]apply.Change, error)
 		}
 	}
 	lab.Director = s.Director()
-	lab.Scenario = abs(s.File)
+	lab.Scenario = topo.AbsPath(s.File)
 	lab.Applied = string(s.Source)
 	return changes, r.Store.Save(lab)
 }
@@ -224,13 +224,6 @@ func sameProcesses(a, b apply.Spec) bool {
 		return m
 	}
 	return maps.Equal(procs(a), procs(b))
-}
-
-func abs(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
-	}
-	return p
 }
 
 // WaitWeb waits until each web server accepts a connection inside its own node.

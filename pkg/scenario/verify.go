@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -135,7 +136,7 @@ func (v *Verifier) run(ctx context.Context, c Check) Result {
 			problems = append(problems, fmt.Sprintf("first divergence at request %d: expected %s, observed %s", i+1, at(c.Expect.Sequence, i), at(r.Observed, i)))
 		}
 	}
-	if c.Expect.Counts != nil && !mapsEqual(c.Expect.Counts, r.Counts) {
+	if c.Expect.Counts != nil && !maps.Equal(c.Expect.Counts, r.Counts) {
 		problems = append(problems, fmt.Sprintf("counts %v, expected %v", r.Counts, c.Expect.Counts))
 	}
 	if c.Expect.Sticky {
@@ -168,18 +169,6 @@ func at(s []string, i int) string {
 		return s[i]
 	}
 	return "(nothing)"
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // sourceBase is where extra source addresses start: host .100 of the first IPv4

@@ -35,7 +35,7 @@ func (r Netns) Deploy(ctx context.Context, t *Topology, scenario string) (*state
 	if _, err := r.Store.Load(t.Name); err == nil {
 		return nil, fmt.Errorf("lab %q is already up (lvslab down %s)", t.Name, t.Name)
 	}
-	lab := &state.Lab{Name: t.Name, Runtime: "netns", Topology: abs(t.File), Scenario: abs(scenario)}
+	lab := &state.Lab{Name: t.Name, Runtime: "netns", Topology: AbsPath(t.File), Scenario: AbsPath(scenario)}
 	for _, n := range t.NodeNames() {
 		ns := NSName(t.Name, n)
 		if _, err := os.Stat(filepath.Join(node.NetnsDir, ns)); err == nil {
@@ -284,7 +284,8 @@ func removeNamedNetns(name string) error {
 	return nil
 }
 
-func abs(p string) string {
+// AbsPath is the absolute form of p as lab records keep paths ("" stays "").
+func AbsPath(p string) string {
 	if p == "" {
 		return ""
 	}

@@ -33,16 +33,6 @@ type Result struct {
 	Errors   []error        // one per failed request
 }
 
-// First returns the first index where r.Sequence differs from want, or -1.
-func (r Result) First(want []string) int {
-	for i := range max(len(want), len(r.Sequence)) {
-		if i >= len(want) || i >= len(r.Sequence) || want[i] != r.Sequence[i] {
-			return i
-		}
-	}
-	return -1
-}
-
 // Servers returns the servers that answered, sorted.
 func (r Result) Servers() []string {
 	var s []string
@@ -155,5 +145,10 @@ func URL(a netip.AddrPort) string {
 
 // FirstDivergence returns the first index where got differs from want, or -1.
 func FirstDivergence(want, got []string) int {
-	return Result{Sequence: got}.First(want)
+	for i := range max(len(want), len(got)) {
+		if i >= len(want) || i >= len(got) || want[i] != got[i] {
+			return i
+		}
+	}
+	return -1
 }
