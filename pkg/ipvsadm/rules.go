@@ -243,6 +243,12 @@ func parseHostPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(p)), nil
 }
 
+// ValidSchedFlag reports whether flag (ipvsadm -b) belongs to scheduler sched.
+func ValidSchedFlag(sched, flag string) bool {
+	_, known := apply.SchedFlags[flag]
+	return known && strings.HasPrefix(flag, sched+"-")
+}
+
 func serviceOptions(svc *apply.Service, given map[string]string, timeout string) error {
 	svc.Scheduler = apply.DefaultScheduler
 	if s, ok := given["-s"]; ok {
@@ -264,7 +270,7 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 	}
 	svc.Netmask = svc.MaxNetmask()
 	if m, ok := given["-M"]; ok {
-		bits, err := parseNetmask(m, svc.Is6())
+		bits, err := ParseNetmask(m, svc.Is6())
 		if err != nil {
 			return ruleErr("-M", "%q: %v", m, err)
 		}
@@ -275,7 +281,7 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 	}
 	if b, ok := given["-b"]; ok {
 		for _, f := range strings.Split(b, ",") {
-			if _, known := apply.SchedFlags[f]; !known || !strings.HasPrefix(f, svc.Scheduler+"-") {
+			if !ValidSchedFlag(svc.Scheduler, f) {
 				return ruleErr("-b", "%q is not a flag of scheduler %s (sh: sh-fallback, sh-port; mh: mh-fallback, mh-port)", f, svc.Scheduler)
 			}
 			if !slices.Contains(svc.SchedFlags, f) {
@@ -287,7 +293,9 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 	return nil
 }
 
-func parseNetmask(m string, v6 bool) (int, error) {
+// ParseNetmask reads a persistence netmask as -M takes it (255.255.255.0 for
+// IPv4, a prefix length for IPv6) and returns its prefix length.
+func ParseNetmask(m string, v6 bool) (int, error) {
 	if v6 {
 		n, err := strconv.Atoi(m)
 		if err != nil || n < 1 || n > 128 {

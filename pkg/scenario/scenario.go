@@ -494,7 +494,7 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 		return svc, fail(field+".scheduler", "%q is not a scheduler the kernel ships (%s)", rs.Scheduler, strings.Join(ipvsadm.Schedulers, ", "))
 	}
 	for j, fl := range rs.Flags {
-		if _, ok := apply.SchedFlags[fl]; !ok || !strings.HasPrefix(fl, svc.Scheduler+"-") {
+		if !ipvsadm.ValidSchedFlag(svc.Scheduler, fl) {
 			return svc, fail(fmt.Sprintf("%s.flags[%d]", field, j), "%q is not a flag of scheduler %s", fl, svc.Scheduler)
 		}
 		if !slices.Contains(svc.SchedFlags, fl) {
@@ -521,11 +521,11 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 		if !svc.Persistent {
 			return svc, fail(field+".netmask", "needs persistent (the netmask groups clients for persistence)")
 		}
-		r, err := ipvsadm.ParseRule(fmt.Sprintf("-A %s -p -M %s", ipvsadm.ServiceArg(svc), rs.Netmask))
+		bits, err := ipvsadm.ParseNetmask(rs.Netmask, svc.Is6())
 		if err != nil {
 			return svc, fail(field+".netmask", "%q is not a netmask (255.255.255.0, or a prefix length for IPv6)", rs.Netmask)
 		}
-		svc.Netmask = r.Service.Netmask
+		svc.Netmask = bits
 	}
 	seen := map[netip.AddrPort]bool{}
 	for j, r := range rs.Servers {
