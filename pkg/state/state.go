@@ -111,29 +111,48 @@ func (s Store) List() ([]string, error) {
 	return names, nil
 }
 
-// ProcessStartTime returns the start time of pid in clock ticks since boot, the
-// 22nd field of /proc/<pid>/stat.
-func ProcessStartTime(pid int) (uint64, error) {
+// stat returns the fields of /proc/<pid>/stat that follow the command name
+// (field 3, the state, first): the name may hold spaces, so they follow the last ')'.
+func stat(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	// The command name (field 2) may hold spaces; fields after it follow the last ')'.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
 	}
 	f := strings.Fields(string(b)[i+1:])
 	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+		return nil, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	return f, nil
+}
+
+// ProcessStartTime returns the start time of pid in clock ticks since boot, the
+// 22nd field of /proc/<pid>/stat.
+func ProcessStartTime(pid int) (uint64, error) {
+	f, err := stat(pid)
+	if err != nil {
+		return 0, err
 	}
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-// Alive reports whether p still runs (same pid and same start time).
+// Alive reports whether p still exists (same pid and same start time), zombie or not.
 func (p Process) Alive() bool {
 	st, err := ProcessStartTime(p.Pid)
 	return err == nil && st == p.StartTime
+}
+
+// Exited reports whether p has ended: it is gone, or a zombie waiting to be reaped.
+func (p Process) Exited() bool {
+	f, err := stat(p.Pid)
+	if err != nil {
+		return true
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	return err != nil || start != p.StartTime || f[0] == "Z"
 }
 
 // Kill sends SIGKILL to p if it is still the process that was recorded. Killing a

@@ -215,11 +215,7 @@ func waitGone(ctx context.Context, p state.Process) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(5 * time.Second)
-	for p.Alive() {
-		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
-		if isZombie(st) {
-			return nil
-		}
+	for !p.Exited() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -229,15 +225,6 @@ func waitGone(ctx context.Context, p state.Process) error {
 		}
 	}
 	return nil
-}
-
-func isZombie(stat []byte) bool {
-	for i := len(stat) - 1; i > 0; i-- {
-		if stat[i] == ')' {
-			return i+2 < len(stat) && stat[i+2] == 'Z'
-		}
-	}
-	return false
 }
 
 // processesIn lists the processes whose network namespace is one of the named ones.
