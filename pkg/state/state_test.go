@@ -3,6 +3,7 @@ package state
 import (
 	"os/exec"
 	"testing"
+	"time"
 )
 
 func TestProcessLifecycle(t *testing.T) {
@@ -25,7 +26,11 @@ func TestProcessLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Killed but not reaped: a zombie still exists, yet it has exited.
-	for !p.Exited() {
+	for i := 0; i < 2000 && !p.Exited(); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if !p.Exited() {
+		t.Fatal("a killed process has not exited after 2 s")
 	}
 	cmd.Wait()
 	if p.Alive() || !p.Exited() {
