@@ -144,11 +144,16 @@ func (k *Kernel) Pid() int { return k.cmd.Process.Pid }
 // Exec runs argv in the guest with stdin (nil for none), writing its output to
 // stdout and stderr, and returns its exit status. Cancelling ctx kills the process.
 func (k *Kernel) Exec(ctx context.Context, req Request, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	return k.mux.exec(ctx, req, stdin, stdout, stderr)
+}
+
+// exec runs one request on a new stream and waits for its exit status.
+func (m *mux) exec(ctx context.Context, req Request, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
-	s, err := k.mux.open(b)
+	s, err := m.open(b)
 	if err != nil {
 		return 0, err
 	}

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -161,15 +160,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 
 // Exec runs a process in the kept kernel, like Kernel.Exec.
 func (c *Client) Exec(ctx context.Context, req Request, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	b, err := json.Marshal(req)
-	if err != nil {
-		return 0, err
-	}
-	s, err := c.mux.open(b)
-	if err != nil {
-		return 0, err
-	}
-	return s.wait(ctx, stdin, stdout, stderr)
+	return c.mux.exec(ctx, req, stdin, stdout, stderr)
 }
 
 // Running reports whether a kept sandbox serves in dir.

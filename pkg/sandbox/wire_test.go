@@ -38,13 +38,8 @@ func link(t *testing.T) *mux {
 
 func run(t *testing.T, m *mux, stdin io.Reader, argv ...string) (string, string, int) {
 	t.Helper()
-	b, _ := json.Marshal(Request{Argv: argv})
-	s, err := m.open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out, errOut bytes.Buffer
-	code, err := s.wait(context.Background(), stdin, &out, &errOut)
+	code, err := m.exec(context.Background(), Request{Argv: argv}, stdin, &out, &errOut)
 	if err != nil {
 		t.Fatal(err)
 	}
