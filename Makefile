@@ -29,8 +29,11 @@ deps:
 	fi
 	$(GO) mod download
 
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo devel)
+COMMIT   := $(shell git rev-parse HEAD 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/lvslab
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/lvslab
 
 bin/ginkgo: go.mod
 	$(GO) build -o bin/ginkgo github.com/onsi/ginkgo/v2/ginkgo
@@ -50,7 +53,7 @@ unit:
 
 # Package tests that need root and a kernel with IPVS (namespaces, veth, netlink).
 privileged: build
-	$(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/
+	$(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/ ./pkg/runner/
 
 # The suite is compiled on the host, then the Ginkgo CLI runs it inside a fresh
 # sandbox kernel. LABELS=nat (a Ginkgo label filter) runs a part.
@@ -66,8 +69,8 @@ e2e: build bin/ginkgo
 
 # Benchmarks (targets in README): lab up inside the sandbox, sandbox boot on the host.
 bench: build
-	$(GO) test -run '^$$' -bench UpNAT -benchtime 20x -exec "$(SANDBOX)" ./pkg/scenario/
-	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/scenario/
+	$(GO) test -run '^$$' -bench UpNAT -benchtime 20x -exec "$(SANDBOX)" ./pkg/runner/
+	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
 
 # Fuzz the ipvsadm rule parser; new interesting inputs stay in Go's cache, copy

@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
@@ -19,7 +18,7 @@ const arpWindow = 300 * time.Millisecond
 // macs names the node owning each MAC among the lab's eth1 interfaces.
 func macs(l *state.Lab) map[string]string {
 	out := map[string]string{}
-	for name, n := range scenario.Nodes(l) {
+	for name, n := range l.Handles() {
 		if name == "lan" {
 			continue
 		}
@@ -32,7 +31,7 @@ func macs(l *state.Lab) map[string]string {
 
 // answerers probes who-has addr from the client and names who answered.
 func answerers(ctx context.Context, l *state.Lab, addr string) []string {
-	replies, err := verify.ProbeARP(ctx, scenario.Nodes(l)["client"], "eth1", netip.MustParseAddr(addr), arpWindow)
+	replies, err := verify.ProbeARP(ctx, l.Handles()["client"], "eth1", netip.MustParseAddr(addr), arpWindow)
 	Expect(err).NotTo(HaveOccurred())
 	byMAC := macs(l)
 	var who []string
@@ -44,7 +43,7 @@ func answerers(ctx context.Context, l *state.Lab, addr string) []string {
 
 // setSysctl writes a sysctl in one node, as an engineer chasing ARP flux would.
 func setSysctl(l *state.Lab, nodeName, path, value string) {
-	Expect(scenario.Nodes(l)[nodeName].Do(func() error {
+	Expect(l.Handles()[nodeName].Do(func() error {
 		return os.WriteFile("/proc/sys/"+path, []byte(value), 0o644)
 	})).To(Succeed())
 }
@@ -91,7 +90,7 @@ var _ = Describe("ARP on the DR segment", Label("dr", "arp"), func() {
 		func(ctx context.Context, announce string, sender string, poisoned bool) {
 			_, l := up(variant("scenarios/dr-rr.yaml", "arp_announce: 2", "arp_announce: "+announce), "announce")
 			lab = l
-			nodes := scenario.Nodes(l)
+			nodes := l.Handles()
 			capture, err := verify.OpenARP(nodes["client"], "eth1")
 			Expect(err).NotTo(HaveOccurred())
 			defer capture.Close()

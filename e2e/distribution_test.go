@@ -66,7 +66,7 @@ func variant(file string, repl ...string) string {
 // heldSequence opens n connections to the VIP, keeps them open, and names the
 // server each went to, read from the director's connection table.
 func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int) []string {
-	nodes := scenario.Nodes(l)
+	nodes := l.Handles()
 	locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), n)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(closeAll)
@@ -81,7 +81,7 @@ func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int
 		c, ok := byClient[local]
 		Expect(ok).To(BeTrue(), "connection from %s is not in the director's table", local)
 		Expect(c.State).To(Equal("ESTABLISHED"))
-		got[i] = s.OwnerOf(c.Dest.Addr())
+		got[i] = s.Spec.OwnerOf(c.Dest.Addr())
 	}
 	return got
 }
@@ -97,7 +97,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 			lab = l
 			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, false)
 
-			got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", n)
+			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", n)
 			Expect(got.Errors).To(BeEmpty())
 			Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
 		},
@@ -140,7 +140,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		s, l := up("scenarios/nat-wrr.yaml", "midrun")
 		lab = l
 		sim := modelOf(s)
-		c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 6, false)
 		got := c.Get(ctx, "http://203.0.113.1/", 6)
 		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
@@ -160,7 +160,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		lab = l
 		sim := modelOf(s)
 		Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
-		nodes := scenario.Nodes(l)
+		nodes := l.Handles()
 		srcs, remove, err := verify.AddSources(nodes["client"], "eth1", netip.MustParsePrefix("203.0.113.100/24"), 50)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(remove)
@@ -181,7 +181,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		sim := modelOf(s)
 		// One client address, many source ports: connections held open, each
 		// looked up in the director's table by its port.
-		nodes := scenario.Nodes(l)
+		nodes := l.Handles()
 		locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), 30)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(closeAll)
@@ -189,7 +189,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Expect(err).NotTo(HaveOccurred())
 		dest := map[netip.AddrPort]string{}
 		for _, c := range conns {
-			dest[c.Client] = s.OwnerOf(c.Dest.Addr())
+			dest[c.Client] = s.Spec.OwnerOf(c.Dest.Addr())
 		}
 		seen := map[string]bool{}
 		for _, local := range locals {

@@ -32,7 +32,7 @@ var _ = Describe("Faults", Label("nat", "faults"), func() {
 		s, l := up("scenarios/nat-rr.yaml", "stop")
 		lab = l
 		sim := modelOf(s)
-		c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 4, false)
 		Expect(c.Get(ctx, "http://203.0.113.1/", 4).Sequence).To(Equal(want))
 
@@ -64,7 +64,7 @@ var _ = Describe("Faults", Label("nat", "faults"), func() {
 		s, l := up("scenarios/nat-rr.yaml", "quiesce-rr")
 		lab = l
 		sim := modelOf(s)
-		c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 4, false)
 		Expect(c.Get(ctx, "http://203.0.113.1/", 4).Sequence).To(Equal(want))
 		before := connectionsTo(s, l, "web1")

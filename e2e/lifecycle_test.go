@@ -14,7 +14,6 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/lvslab/lvslab/pkg/node"
-	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 	"github.com/vishvananda/netlink"
@@ -94,7 +93,7 @@ var _ = Describe("Lab lifecycle", Label("nat", "lifecycle"), func() {
 		_, a := up("scenarios/nat-rr.yaml", "side-a")
 		_, b := up("scenarios/nat-rr.yaml", "side-b")
 		for _, l := range []*state.Lab{a, b} {
-			got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 4)
+			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 4)
 			Expect(got.Errors).To(BeEmpty(), "lab %s", l.Name)
 			Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}), "lab %s", l.Name)
 		}

@@ -8,7 +8,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
@@ -79,7 +78,7 @@ var _ = Describe("Scheduler x forwarding method x persistence", Label("methods")
 			} else {
 				want = sim.Sequence(verify.Request{}, 6, false)
 			}
-			got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 6)
+			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 6)
 			Expect(got.Errors).To(BeEmpty())
 			Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
 		},

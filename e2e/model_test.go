@@ -13,12 +13,12 @@ import (
 // modelOf builds the scheduler model of the scenario's first service the way
 // lvslab built the kernel's: real servers added in the scenario's order.
 func modelOf(s *scenario.Scenario) *verify.Sim {
-	d, _ := s.Node(s.Director())
+	d, _ := s.Spec.Node(s.Director())
 	svc := d.Services[0]
 	sim, err := verify.NewSim(svc.Scheduler, svc.SchedFlags...)
 	Expect(err).NotTo(HaveOccurred())
 	for _, srv := range svc.Servers {
-		sim.AddDest(s.OwnerOf(srv.Addr.Addr()), srv.Weight)
+		sim.AddDest(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Weight)
 	}
 	return sim
 }
@@ -28,7 +28,7 @@ func modelOf(s *scenario.Scenario) *verify.Sim {
 func kernelOrder(s *scenario.Scenario, l *state.Lab) []string {
 	var order []string
 	for _, d := range readIPVS(l).Services[0].Destinations {
-		order = append(order, s.OwnerOf(netip.MustParseAddr(d.Address.String())))
+		order = append(order, s.Spec.OwnerOf(netip.MustParseAddr(d.Address.String())))
 	}
 	return order
 }

@@ -11,11 +11,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
+	"github.com/moby/ipvs"
 )
 
 // The seed lab's LVS-NAT step (scenarios/nat-rr.yaml):
@@ -37,7 +37,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 
 	It("names one namespace per node as containerlab names its containers", func() {
 		var names []string
-		for _, n := range lab.Namespaces {
+		for _, n := range lab.Namespaces() {
 			Expect(filepath.Join(node.NetnsDir, n)).To(BeAnExistingFile())
 			names = append(names, n)
 		}
@@ -53,16 +53,16 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 		Expect(svc.Protocol).To(BeEquivalentTo(6))
 		Expect(svc.Address.String()).To(Equal("203.0.113.1"))
 		Expect(svc.Port).To(BeEquivalentTo(80))
-		Expect(svc.Flags&^apply.FlagHashed).To(BeZero(), "no persistence")
+		Expect(svc.Flags&^0x2).To(BeZero(), "no persistence (only IP_VS_SVC_F_HASHED)")
 		var got []string
 		for _, d := range t.Services[0].Destinations {
-			got = append(got, netip.AddrPortFrom(netip.MustParseAddr(d.Address.String()), d.Port).String()+" "+apply.MethodOf(d.ConnectionFlags)+" "+strings.Repeat("w", d.Weight))
+			got = append(got, netip.AddrPortFrom(netip.MustParseAddr(d.Address.String()), d.Port).String()+" "+map[uint32]string{ipvs.ConnectionFlagMasq: "nat"}[d.ConnectionFlags&ipvs.ConnectionFlagFwdMask]+" "+strings.Repeat("w", d.Weight))
 		}
 		Expect(got).To(ConsistOf("198.51.100.11:80 nat w", "198.51.100.12:80 nat w"))
 	})
 
 	It("turns forwarding on in the director only", func() {
-		nodes := scenario.Nodes(lab)
+		nodes := lab.Handles()
 		read := func(n string) string {
 			var v []byte
 			Expect(nodes[n].Do(func() (err error) {
@@ -81,7 +81,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 		Expect(sim.Order()).To(Equal(kernelOrder(s, lab)))
 		want := sim.Sequence(verify.Request{}, 10, false)
 
-		c := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}
+		c := verify.HTTPClient{From: lab.Handles()["client"]}
 		got := c.Get(ctx, "http://203.0.113.1/", 10)
 		Expect(got.Errors).To(BeEmpty())
 		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))

@@ -16,9 +16,9 @@ import (
 
 // serverAddr returns the address of the first service's real server on node name.
 func serverAddr(s *scenario.Scenario, name string) netip.AddrPort {
-	d, _ := s.Node(s.Director())
+	d, _ := s.Spec.Node(s.Director())
 	for _, srv := range d.Services[0].Servers {
-		if s.OwnerOf(srv.Addr.Addr()) == name {
+		if s.Spec.OwnerOf(srv.Addr.Addr()) == name {
 			return srv.Addr
 		}
 	}
@@ -28,12 +28,12 @@ func serverAddr(s *scenario.Scenario, name string) netip.AddrPort {
 
 // templates maps each client address to the server its persistence template names.
 func templates(s *scenario.Scenario, l *state.Lab) map[netip.Addr]string {
-	conns, err := verify.ReadConns(scenario.Nodes(l)[l.Director])
+	conns, err := verify.ReadConns(l.Handles()[l.Director])
 	Expect(err).NotTo(HaveOccurred())
 	out := map[netip.Addr]string{}
 	for _, c := range conns {
 		if c.Template {
-			out[c.Client.Addr()] = s.OwnerOf(c.Dest.Addr())
+			out[c.Client.Addr()] = s.Spec.OwnerOf(c.Dest.Addr())
 		}
 	}
 	return out
@@ -41,7 +41,7 @@ func templates(s *scenario.Scenario, l *state.Lab) map[netip.Addr]string {
 
 // sources adds count client addresses starting at first, removed when the spec ends.
 func sources(l *state.Lab, first string, count int) []netip.Addr {
-	srcs, remove, err := verify.AddSources(scenario.Nodes(l)["client"], "eth1", netip.MustParsePrefix(first), count)
+	srcs, remove, err := verify.AddSources(l.Handles()["client"], "eth1", netip.MustParsePrefix(first), count)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(remove)
 	return srcs
@@ -59,7 +59,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		srcs := sources(l, "203.0.113.100/24", 4)
 		for _, src := range srcs {
 			want := sim.Connect(verify.Request{Src: src}, false)
-			got := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 5)
+			got := verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 5)
 			Expect(got.Errors).To(BeEmpty())
 			Expect(got.Sequence).To(HaveEach(want), "client %s", src)
 		}
@@ -78,12 +78,12 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		for _, group := range [][]netip.Addr{low, high} {
 			want := sim.Connect(verify.Request{}, false) // one new template per group
 			for _, src := range group {
-				got := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
+				got := verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
 				Expect(got.Errors).To(BeEmpty())
 				Expect(got.Sequence).To(HaveEach(want), "client %s", src)
 			}
 		}
-		got := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 1)
+		got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 1)
 		Expect(got.Sequence[0]).To(Equal(sim.Order()[0]), "the client's own address is in the low group")
 	})
 
@@ -94,7 +94,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			sim := modelOf(s)
 			for _, src := range sources(l, "203.0.113.100/24", 3) {
 				want := sim.Connect(verify.Request{Src: src}, false)
-				c := verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}
+				c := verify.HTTPClient{From: l.Handles()["client"], Source: src}
 				for _, url := range []string{"http://203.0.113.1/", "https://203.0.113.1/", "http://203.0.113.1/", "https://203.0.113.1/"} {
 					got := c.Get(ctx, url, 1)
 					Expect(got.Errors).To(BeEmpty(), url)
@@ -115,7 +115,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			"    ipvs:\n      rules:", "    ipvs:\n      timeouts: {udp: 1}\n      rules:"), "expiry")
 		lab = l
 		sim := modelOf(s)
-		c := verify.UDPClient{From: scenario.Nodes(l)["client"]}
+		c := verify.UDPClient{From: l.Handles()["client"]}
 		vipUDP := netip.MustParseAddrPort("203.0.113.1:5353")
 		first := sim.Connect(verify.Request{}, false)
 		got := c.Send(ctx, vipUDP, 3)
@@ -137,7 +137,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			s, l := up(file, "quiesce")
 			lab = l
 			sim := modelOf(s)
-			c := verify.HTTPClient{From: scenario.Nodes(l)["client"]}
+			c := verify.HTTPClient{From: l.Handles()["client"]}
 			first := sim.Connect(verify.Request{}, false)
 			Expect(c.Get(ctx, "http://203.0.113.1/", 2).Sequence).To(HaveEach(first))
 
@@ -157,7 +157,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			}
 			// New clients never go to the quiesced server.
 			src := sources(l, "203.0.113.100/24", 1)[0]
-			got = verify.HTTPClient{From: scenario.Nodes(l)["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
+			got = verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
 			Expect(got.Sequence).NotTo(ContainElement(first))
 		},
 		Entry("expire_quiescent_template=1: the client moves", "1", false),

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
@@ -19,20 +21,20 @@ import (
 
 // normalized sorts real servers so that a table read back in the kernel's list
 // order compares with the scenario's.
-func normalized(svcs []apply.Service) []apply.Service {
+func normalized(svcs []lab.Service) []lab.Service {
 	out := slices.Clone(svcs)
 	for i := range out {
 		out[i].Servers = slices.Clone(out[i].Servers)
-		slices.SortFunc(out[i].Servers, func(a, b apply.Server) int { return a.Addr.Compare(b.Addr) })
+		slices.SortFunc(out[i].Servers, func(a, b lab.Server) int { return a.Addr.Compare(b.Addr) })
 	}
-	slices.SortFunc(out, func(a, b apply.Service) int { return strings.Compare(a.Key(), b.Key()) })
+	slices.SortFunc(out, func(a, b lab.Service) int { return strings.Compare(a.Key(), b.Key()) })
 	return out
 }
 
 // probe sends one request to each service of the scenario and returns who answered.
 func probe(ctx context.Context, s *scenario.Scenario, l *state.Lab) map[string]string {
-	d, _ := s.Node(s.Director())
-	client := scenario.Nodes(l)["client"]
+	d, _ := s.Spec.Node(s.Director())
+	client := l.Handles()["client"]
 	answers := map[string]string{}
 	for _, svc := range d.Services {
 		var got verify.Result
@@ -62,21 +64,21 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 		func(ctx context.Context, file string) {
 			s, l := up(file, strings.TrimSuffix(filepath.Base(file), ".yaml"))
 			lab = l
-			nodes := scenario.Nodes(l)
+			nodes := l.Handles()
 
 			diff, err := apply.Check(ctx, nodes, s.Spec)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(diff).To(BeEmpty(), "kernel state differs from the scenario")
 
-			d, _ := s.Node(s.Director())
-			Expect(normalized(readIPVS(l).Model())).To(Equal(normalized(d.Services)))
+			d, _ := s.Spec.Node(s.Director())
+			Expect(normalized(readSpecs(l))).To(Equal(normalized(d.Services)))
 
 			for key, who := range probe(ctx, s, l) {
 				var owners []string
 				for _, svc := range d.Services {
 					if svc.Key() == key {
 						for _, srv := range svc.Servers {
-							owners = append(owners, s.OwnerOf(srv.Addr.Addr()))
+							owners = append(owners, s.Spec.OwnerOf(srv.Addr.Addr()))
 						}
 					}
 				}
@@ -173,7 +175,7 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	It("comes back to the original, and the lab answers as before", func(ctx context.Context) {
 		_, stderr, code := lv("apply", edited("back.yaml"))
 		Expect(code).To(Equal(0), stderr)
-		got := verify.HTTPClient{From: scenario.Nodes(lab)["client"]}.Get(ctx, "http://203.0.113.1/", 4)
+		got := verify.HTTPClient{From: lab.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 4)
 		Expect(got.Errors).To(BeEmpty())
 		Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}))
 	})
@@ -192,14 +194,14 @@ var _ = Describe("Every scheduler the kernel ships", Label("nat", "schedulers"),
 			}
 			s, l := up(variant("scenarios/nat-lc.yaml", repl...), "sched-"+sched)
 			lab = l
-			d, _ := s.Node(s.Director())
-			got := readIPVS(l).Model()
+			d, _ := s.Spec.Node(s.Director())
+			got := readSpecs(l)
 			Expect(normalized(got)).To(Equal(normalized(d.Services)))
-			Expect(got[0].Scheduler).To(Equal(sched))
+			Expect(string(got[0].Scheduler)).To(Equal(sched))
 			if flags != "" {
-				Expect(strings.Join(got[0].SchedFlags, ",")).To(Equal(flags))
+				Expect(fmt.Sprint(got[0].SchedFlags)).To(Equal("[" + strings.ReplaceAll(flags, ",", " ") + "]"))
 			}
-			res := verify.HTTPClient{From: scenario.Nodes(l)["client"]}.Get(ctx, "http://203.0.113.1/", 3)
+			res := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 3)
 			Expect(res.Errors).To(BeEmpty())
 			Expect(res.Counts).NotTo(BeEmpty())
 		},

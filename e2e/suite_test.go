@@ -17,9 +17,11 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/moby/ipvs"
 	"github.com/sirupsen/logrus"
 )
 
@@ -106,8 +108,9 @@ func up(file, name string) (*scenario.Scenario, *state.Lab) {
 	return s, l
 }
 
-// dumpOnFailure prints the state that explains a failure: every node's addresses,
-// and the director's IPVS table and connection table.
+// dumpOnFailure prints the state that explains a failure: lvslab status (every
+// node's addresses, the director's IPVS table), the director's connection table,
+// and every node's neighbours.
 func dumpOnFailure(l **state.Lab) {
 	// AfterEach runs before the cleanups a spec registered, so the lab still exists.
 	AfterEach(func() {
@@ -116,27 +119,55 @@ func dumpOnFailure(l **state.Lab) {
 		}
 		lab := *l
 		var b strings.Builder
-		_ = scenario.WriteStatus(&b, lab)
+		out, _, _ := lv("status", lab.Name)
+		b.WriteString(out)
 		if lab.Director != "" {
-			d := scenario.Nodes(lab)[lab.Director]
-			_ = d.Do(func() error {
+			_ = lab.Handles()[lab.Director].Do(func() error {
 				conns, err := os.ReadFile("/proc/thread-self/net/ip_vs_conn")
 				fmt.Fprintf(&b, "  %s IPVS connection table:\n%s%v\n", lab.Director, conns, err)
 				return nil
 			})
 		}
-		for name, n := range scenario.Nodes(lab) {
-			out, _ := exec.Command("ip", "-n", filepath.Base(n.NSPath), "neigh").CombinedOutput()
-			fmt.Fprintf(&b, "  %s neighbours:\n%s", name, out)
+		for _, n := range lab.Nodes {
+			out, _ := exec.Command("ip", "-n", n.Namespace, "neigh").CombinedOutput()
+			fmt.Fprintf(&b, "  %s neighbours:\n%s", n.Name, out)
 		}
 		AddReportEntry("lab state", b.String())
 		fmt.Fprintln(GinkgoWriter, b.String())
 	})
 }
 
-// readIPVS reads the director's table back over netlink.
-func readIPVS(l *state.Lab) *ipvsadm.Table {
-	t, err := ipvsadm.Read(scenario.Nodes(l)[l.Director])
+// kernelTable is the director's table as moby/ipvs reads it, in the kernel's
+// own types: the suite's view, independent of lvslab's reader.
+type kernelTable struct {
+	Services []kernelService
+}
+
+type kernelService struct {
+	Service      *ipvs.Service
+	Destinations []*ipvs.Destination
+}
+
+// readIPVS reads the director's table over netlink with moby/ipvs.
+func readIPVS(l *state.Lab) kernelTable {
+	n, _ := l.Node(l.Director)
+	h, err := ipvs.New(filepath.Join("/run/netns", n.Namespace))
 	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	svcs, err := h.GetServices()
+	Expect(err).NotTo(HaveOccurred())
+	var t kernelTable
+	for _, s := range svcs {
+		ds, err := h.GetDestinations(s)
+		Expect(err).NotTo(HaveOccurred())
+		t.Services = append(t.Services, kernelService{s, ds})
+	}
 	return t
+}
+
+// readSpecs reads the director's services back through lvslab's reader.
+func readSpecs(l *state.Lab) []lab.Service {
+	t, err := apply.ReadTable(l.Handles()[l.Director])
+	Expect(err).NotTo(HaveOccurred())
+	return t.Specs()
 }

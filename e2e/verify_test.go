@@ -2,19 +2,18 @@ package e2e
 
 import (
 	"encoding/json"
+	"github.com/lvslab/lvslab/pkg/verify"
 	"os"
 	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-
-	"github.com/lvslab/lvslab/pkg/scenario"
 )
 
-func verifyJSON(args ...string) ([]scenario.Result, string, int) {
+func verifyJSON(args ...string) ([]verify.Outcome, string, int) {
 	out, stderr, code := lv(append([]string{"verify", "--json"}, args...)...)
-	var results []scenario.Result
+	var results []verify.Outcome
 	Expect(json.Unmarshal([]byte(out), &results)).To(Succeed(), "stdout: %s\nstderr: %s", out, stderr)
 	return results, stderr, code
 }

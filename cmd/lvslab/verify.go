@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,98 +11,72 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lvslab/lvslab/pkg/sandbox"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/verify"
+	"github.com/spf13/cobra"
 )
 
-func cmdVerify(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	client := fs.String("client", "go", "HTTP driver: go (one process, fast) or curl (the real curl binary, as the lab uses)")
-	asJSON := fs.Bool("json", false, "print the results as JSON")
-	junit := fs.String("junit", "", "also write a JUnit XML report to this file")
-	keep := fs.Bool("keep", false, "keep the fresh lab built for a scenario file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("verify: give a scenario file or a running lab's name")
-	}
-	if *client != "go" && *client != "curl" {
-		return fmt.Errorf("verify: --client %q: want go or curl", *client)
-	}
-	target := fs.Arg(0)
-	_, statErr := os.Stat(target)
-	isFile := statErr == nil
-	var s *scenario.Scenario
-	if isFile {
-		var err error
-		if s, err = scenario.Load(target); err != nil {
-			return err // bad input fails before anything is built anywhere
-		}
-	}
-	if !inSandbox() {
-		_, localErr := store().Load(target)
-		needSandbox := (isFile && !hostCanIPVS()) || (!isFile && localErr != nil && sandbox.Running(sandbox.DefaultDir))
-		if needSandbox {
-			wasRunning := sandbox.Running(sandbox.DefaultDir)
-			err := forward(ctx, isFile, append([]string{"verify"}, args...)...)
-			if !wasRunning {
-				if labs, _ := sandboxLabs(ctx); len(labs) == 0 {
-					err = errors.Join(err, sandbox.Stop(ctx, sandbox.DefaultDir))
-				}
+func (a *app) verifyCommand() *cobra.Command {
+	var o VerifyOptions
+	var driver string
+	c := &cobra.Command{
+		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--keep] SCENARIO|LAB",
+		Short: "run the checks a scenario declares; exit status 1 on any failure",
+		Long: `Run the checks a scenario declares: against a fresh lab of its own when given a
+scenario file (exact predictions need a director that has served nothing), or
+against a running lab when given its name. Prints a bar per server, predicted and
+observed sequences, ARP replies, and pass or fail per check.`,
+		Args: exactArgs(1, "a scenario file or a running lab's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := lab.ParseDriver(driver)
+			if err != nil {
+				return usageError{fmt.Errorf("--client %w", err)}
 			}
-			return err
-		}
+			o.Target, o.Driver = args[0], d
+			return a.backend.Verify(cmd.Context(), o)
+		},
 	}
+	c.Flags().StringVar(&driver, "client", string(lab.DriverGo), "HTTP driver: go (one process, fast) or curl (the real curl binary, as the lab uses)")
+	c.Flags().BoolVar(&o.JSON, "json", false, "print the results as JSON")
+	c.Flags().StringVar(&o.JUnit, "junit", "", "also write a JUnit XML report to this file")
+	c.Flags().BoolVar(&o.Keep, "keep", false, "keep the fresh lab built for a scenario file")
+	return labCommand(c)
+}
 
-	v := &scenario.Verifier{Driver: *client}
-	if isFile {
-		// A fresh lab of its own: exact predictions need a director that has
-		// served nothing yet, and a lab of the scenario may be up already.
-		if err := s.Rename(verifyName(s.Name)); err != nil {
-			return err
-		}
-		r, err := scenario.DefaultRunner()
-		if err != nil {
-			return err
-		}
-		lab, err := r.Up(ctx, s)
-		if err != nil {
-			return err
-		}
-		if !*keep {
-			defer r.Down(context.WithoutCancel(ctx), s.Name)
-		}
-		v.Scenario, v.Lab, v.Fresh = s, lab, true
-	} else {
-		lab, err := store().Load(target)
-		if err != nil {
-			return err
-		}
-		s, err := scenario.Parse(lab.Scenario, []byte(lab.Applied))
-		if err != nil {
-			return fmt.Errorf("verify: lab %s: its scenario: %w", target, err)
-		}
-		s.Rename(lab.Name)
-		v.Scenario, v.Lab = s, lab
+func isFile(target string) bool {
+	st, err := os.Stat(target)
+	return err == nil && !st.IsDir()
+}
+
+// verifySuffix names the fresh lab verify builds for a scenario file.
+const verifySuffix = "-verify"
+
+// verifyName is the fresh lab's name: the scenario's, cut so that the suffix
+// still fits a lab name.
+func verifyName(name string) string {
+	if n := scenario.MaxLabName - len(verifySuffix); len(name) > n {
+		name = name[:n]
 	}
-	if len(v.Scenario.Checks) == 0 {
-		return fmt.Errorf("verify: %s declares no checks (add a checks: section)", target)
-	}
-	results := v.Run(ctx)
-	if *junit != "" {
-		if err := writeJUnit(*junit, v.Scenario.Name, results); err != nil {
+	return name + verifySuffix
+}
+
+// report runs the judge and prints its outcomes as asked.
+func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scenario, j *verify.Judge) error {
+	results := j.Run(ctx)
+	if o.JUnit != "" {
+		if err := writeJUnit(o.JUnit, s.Name, results); err != nil {
 			return err
 		}
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
+	if o.JSON {
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(results); err != nil {
 			return err
 		}
 	} else {
-		writeResults(os.Stdout, v, results)
+		writeResults(w, j.Lab, s.File, results)
 	}
 	for _, r := range results {
 		if !r.Passed && !r.Skipped {
@@ -114,17 +86,10 @@ func cmdVerify(ctx context.Context, args []string) error {
 	return nil
 }
 
-func verifyName(name string) string {
-	if len(name) > 33 {
-		name = name[:33]
-	}
-	return name + "-verify"
-}
-
 // writeResults prints results for people: a bar per server, predicted and
 // observed sequences, ARP replies, and pass or fail per check.
-func writeResults(w io.Writer, v *scenario.Verifier, results []scenario.Result) {
-	fmt.Fprintf(w, "lab %s (%s)\n", v.Lab.Name, v.Scenario.File)
+func writeResults(w io.Writer, labName, file string, results []verify.Outcome) {
+	fmt.Fprintf(w, "lab %s (%s)\n", labName, file)
 	passed, failed, skipped := 0, 0, 0
 	for _, r := range results {
 		mark := "✓"
@@ -159,7 +124,7 @@ func writeResults(w io.Writer, v *scenario.Verifier, results []scenario.Result) 
 		for _, rep := range r.Replies {
 			fmt.Fprintf(w, "  ARP reply from %-10s %s\n", rep.Node, rep.MAC)
 		}
-		if r.Kind == "arp" && len(r.Replies) == 0 {
+		if r.Kind == lab.CheckARP && len(r.Replies) == 0 {
 			fmt.Fprintln(w, "  no ARP reply")
 		}
 		if r.Message != "" {
@@ -213,11 +178,11 @@ type junitFailure struct {
 	Message string `xml:"message,attr"`
 }
 
-func writeJUnit(path, lab string, results []scenario.Result) error {
-	s := junitSuite{Name: "lvslab verify " + lab, Tests: len(results)}
+func writeJUnit(path, labName string, results []verify.Outcome) error {
+	s := junitSuite{Name: "lvslab verify " + labName, Tests: len(results)}
 	var total time.Duration
 	for _, r := range results {
-		c := junitCase{Name: r.Check, Class: lab, Time: r.Duration.Seconds(), Out: r.What}
+		c := junitCase{Name: r.Check, Class: labName, Time: r.Duration.Seconds(), Out: r.What}
 		switch {
 		case r.Skipped:
 			c.Skipped = &junitFailure{Message: r.Message}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net"
 	"net/netip"
 	"os"
@@ -20,17 +21,17 @@ import (
 // Apply brings every node of spec to its desired state. nodes maps node names to
 // their handles. It returns the writes it made; a second Apply of the same spec
 // returns none.
-func Apply(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change, error) {
+func Apply(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) ([]Change, error) {
 	return run(ctx, nodes, spec, false)
 }
 
 // Check reads every node's state back from the kernel and returns what differs
 // from spec (the writes Apply would make), without changing anything.
-func Check(ctx context.Context, nodes map[string]node.Node, spec Spec) ([]Change, error) {
+func Check(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) ([]Change, error) {
 	return run(ctx, nodes, spec, true)
 }
 
-func run(ctx context.Context, nodes map[string]node.Node, spec Spec, dry bool) ([]Change, error) {
+func run(ctx context.Context, nodes map[string]node.Node, spec lab.Spec, dry bool) ([]Change, error) {
 	var all []Change
 	for _, ns := range spec.Nodes {
 		if err := ctx.Err(); err != nil {
@@ -49,7 +50,7 @@ func run(ctx context.Context, nodes map[string]node.Node, spec Spec, dry bool) (
 	return all, nil
 }
 
-func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
+func applyNode(n node.Node, want lab.NodeSpec, dry bool) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
 
@@ -181,7 +182,7 @@ func applyNode(n node.Node, want NodeSpec, dry bool) ([]Change, error) {
 // Remove undoes what old declared and next no longer does: addresses, routes,
 // firewall marks, and IPVS services of a node that has none left. (Sysctls keep
 // their values: the kernel's defaults are not known.)
-func Remove(ctx context.Context, nodes map[string]node.Node, old, next Spec) ([]Change, error) {
+func Remove(ctx context.Context, nodes map[string]node.Node, old, next lab.Spec) ([]Change, error) {
 	var changes []Change
 	for _, o := range old.Nodes {
 		if err := ctx.Err(); err != nil {
@@ -191,7 +192,7 @@ func Remove(ctx context.Context, nodes map[string]node.Node, old, next Spec) ([]
 		if !ok {
 			continue
 		}
-		var nx NodeSpec
+		var nx lab.NodeSpec
 		for _, x := range next.Nodes {
 			if x.Name == o.Name {
 				nx = x
@@ -206,7 +207,7 @@ func Remove(ctx context.Context, nodes map[string]node.Node, old, next Spec) ([]
 	return changes, nil
 }
 
-func removeNode(n node.Node, old, next NodeSpec) ([]Change, error) {
+func removeNode(n node.Node, old, next lab.NodeSpec) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
 	h, err := n.Netlink()
@@ -265,7 +266,7 @@ func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func reconcileTimeouts(nodeName string, h *ipvs.Handle, want Timeouts, dry bool) ([]Change, error) {
+func reconcileTimeouts(nodeName string, h *ipvs.Handle, want lab.Timeouts, dry bool) ([]Change, error) {
 	cur, err := h.GetConfig()
 	if err != nil {
 		return nil, fmt.Errorf("%s: IPVS timeouts: %w", nodeName, err)
@@ -302,7 +303,7 @@ func (readOnly) NewDestination(*ipvs.Service, *ipvs.Destination) error    { retu
 func (readOnly) UpdateDestination(*ipvs.Service, *ipvs.Destination) error { return nil }
 func (readOnly) DelDestination(*ipvs.Service, *ipvs.Destination) error    { return nil }
 
-func hasAddr(h *netlink.Handle, link netlink.Link, a Address) (bool, error) {
+func hasAddr(h *netlink.Handle, link netlink.Link, a lab.Address) (bool, error) {
 	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return false, err

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"syscall"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/moby/ipvs"
 )
 
@@ -30,29 +32,27 @@ const (
 	FlagHashed     = 0x2  // set by the kernel on every listed service
 	FlagSched1     = 0x8  // sh-fallback, mh-fallback
 	FlagSched2     = 0x10 // sh-port, mh-port
-	FlagSched3     = 0x20
 )
 
-// SchedFlags maps ipvsadm's scheduler flag names to service flags.
-var SchedFlags = map[string]uint32{
-	"sh-fallback": FlagSched1, "sh-port": FlagSched2,
-	"mh-fallback": FlagSched1, "mh-port": FlagSched2,
+// schedFlagBit is a scheduler flag's bit in the service flags.
+func schedFlagBit(f lab.SchedFlag) uint32 {
+	if f.Fallback() {
+		return FlagSched1
+	}
+	return FlagSched2
 }
 
-// SchedFlagNames names the scheduler flags set in flags for scheduler sched.
-func SchedFlagNames(sched string, flags uint32) []string {
-	var out []string
-	for _, n := range []string{"fallback", "port"} {
-		name := sched + "-" + n
-		if f, ok := SchedFlags[name]; ok && flags&f != 0 {
-			out = append(out, name)
+// schedFlagsOf names the scheduler flags set in flags for scheduler s.
+func schedFlagsOf(s lab.Scheduler, flags uint32) []lab.SchedFlag {
+	var out []lab.SchedFlag
+	for _, f := range s.Flags() {
+		if flags&schedFlagBit(f) != 0 {
+			out = append(out, f)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
-
-// DefaultTimeout is the persistence timeout ipvsadm uses for -p without a value.
-const DefaultTimeout = 300
 
 // netmaskToKernel encodes an IPv4 persistence netmask for moby/ipvs. The kernel
 // reads the attribute as big-endian, but moby/ipvs writes the uint32 in host byte
@@ -66,8 +66,8 @@ func netmaskToKernel(bits int, v6 bool) uint32 {
 	return binary.NativeEndian.Uint32(m)
 }
 
-// NetmaskFromKernel decodes a netmask read back through moby/ipvs (see netmaskToKernel).
-func NetmaskFromKernel(v uint32, v6 bool) int {
+// netmaskFromKernel decodes a netmask read back through moby/ipvs (see netmaskToKernel).
+func netmaskFromKernel(v uint32, v6 bool) int {
 	if v6 {
 		return int(v)
 	}
@@ -77,26 +77,31 @@ func NetmaskFromKernel(v uint32, v6 bool) int {
 	return ones
 }
 
-// DefaultScheduler is what the kernel (and ipvsadm) use when none is given.
-const DefaultScheduler = "wlc"
-
-var methodFlags = map[string]uint32{
-	MethodNAT:    ipvs.ConnectionFlagMasq,
-	MethodDR:     ipvs.ConnectionFlagDirectRoute,
-	MethodTunnel: ipvs.ConnectionFlagTunnel,
+func methodFlag(m lab.Method) uint32 {
+	switch m {
+	case lab.NAT:
+		return ipvs.ConnectionFlagMasq
+	case lab.Tunnel:
+		return ipvs.ConnectionFlagTunnel
+	case lab.Local:
+		return ipvs.ConnectionFlagLocalNode
+	}
+	return ipvs.ConnectionFlagDirectRoute
 }
 
-// MethodOf names the forwarding method in a destination's connection flags.
-func MethodOf(flags uint32) string {
-	for m, f := range methodFlags {
-		if flags&ipvs.ConnectionFlagFwdMask == f {
-			return m
-		}
+// methodOf names the forwarding method in a destination's connection flags.
+func methodOf(flags uint32) lab.Method {
+	switch flags & ipvs.ConnectionFlagFwdMask {
+	case ipvs.ConnectionFlagMasq:
+		return lab.NAT
+	case ipvs.ConnectionFlagTunnel:
+		return lab.Tunnel
+	case ipvs.ConnectionFlagLocalNode:
+		return lab.Local
+	case ipvs.ConnectionFlagDirectRoute:
+		return lab.DR
 	}
-	if flags&ipvs.ConnectionFlagFwdMask == ipvs.ConnectionFlagLocalNode {
-		return "local"
-	}
-	return fmt.Sprintf("fwd(%d)", flags&ipvs.ConnectionFlagFwdMask)
+	return lab.Method(fmt.Sprintf("fwd(%d)", flags&ipvs.ConnectionFlagFwdMask))
 }
 
 func family(a netip.Addr) uint16 {
@@ -106,25 +111,13 @@ func family(a netip.Addr) uint16 {
 	return syscall.AF_INET6
 }
 
-var protocols = map[string]uint16{"tcp": syscall.IPPROTO_TCP, "udp": syscall.IPPROTO_UDP}
-
-// ProtocolName names an IP protocol number.
-func ProtocolName(p uint16) string {
-	for n, v := range protocols {
-		if v == p {
-			return n
-		}
-	}
-	return fmt.Sprintf("proto(%d)", p)
-}
-
-func toKernelService(s Service) *ipvs.Service {
-	k := &ipvs.Service{SchedName: s.Scheduler}
+func toKernelService(s lab.Service) *ipvs.Service {
+	k := &ipvs.Service{SchedName: string(s.Scheduler)}
 	if k.SchedName == "" {
-		k.SchedName = DefaultScheduler
+		k.SchedName = string(lab.DefaultScheduler)
 	}
 	for _, f := range s.SchedFlags {
-		k.Flags |= SchedFlags[f]
+		k.Flags |= schedFlagBit(f)
 	}
 	mask := s.Netmask
 	if mask == 0 && !s.Persistent {
@@ -134,7 +127,7 @@ func toKernelService(s Service) *ipvs.Service {
 		k.Flags |= FlagPersistent
 		k.Timeout = s.Timeout
 		if k.Timeout == 0 {
-			k.Timeout = DefaultTimeout
+			k.Timeout = lab.DefaultTimeout
 		}
 	}
 	k.Netmask = netmaskToKernel(mask, s.Is6())
@@ -146,18 +139,54 @@ func toKernelService(s Service) *ipvs.Service {
 		k.FWMark = s.FWMark
 		return k
 	}
-	k.Protocol = protocols[s.Protocol]
+	k.Protocol = s.Protocol.Number()
 	k.Address = net.IP(s.Addr.Addr().AsSlice())
 	k.Port = s.Addr.Port()
 	return k
 }
 
-func toKernelDest(d Server) *ipvs.Destination {
+// fromKernelService is the typed form of a service the kernel listed, without
+// its real servers.
+func fromKernelService(k *ipvs.Service) lab.Service {
+	v6 := k.AddressFamily == syscall.AF_INET6
+	sched := lab.Scheduler(k.SchedName)
+	s := lab.Service{
+		FWMark:     k.FWMark,
+		Scheduler:  sched,
+		SchedFlags: schedFlagsOf(sched, k.Flags),
+		Persistent: k.Flags&FlagPersistent != 0,
+		Netmask:    netmaskFromKernel(k.Netmask, v6),
+	}
+	if s.Persistent {
+		s.Timeout = k.Timeout
+	}
+	if k.FWMark != 0 {
+		s.IPv6 = v6
+		return s
+	}
+	s.Protocol, _ = lab.ProtocolFromNumber(k.Protocol)
+	a, _ := netip.AddrFromSlice(k.Address)
+	s.Addr = netip.AddrPortFrom(a.Unmap(), k.Port)
+	return s
+}
+
+func fromKernelDest(d *ipvs.Destination) lab.Server {
+	a, _ := netip.AddrFromSlice(d.Address)
+	return lab.Server{
+		Addr:   netip.AddrPortFrom(a.Unmap(), d.Port),
+		Method: methodOf(d.ConnectionFlags),
+		Weight: d.Weight,
+		Upper:  d.UpperThreshold,
+		Lower:  d.LowerThreshold,
+	}
+}
+
+func toKernelDest(d lab.Server) *ipvs.Destination {
 	return &ipvs.Destination{
 		Address:         net.IP(d.Addr.Addr().AsSlice()),
 		Port:            d.Addr.Port(),
 		Weight:          d.Weight,
-		ConnectionFlags: methodFlags[d.Method],
+		ConnectionFlags: methodFlag(d.Method),
 		AddressFamily:   family(d.Addr.Addr()),
 		UpperThreshold:  d.Upper,
 		LowerThreshold:  d.Lower,
@@ -174,21 +203,9 @@ func destDiffers(cur, want *ipvs.Destination) bool {
 		cur.UpperThreshold != want.UpperThreshold || cur.LowerThreshold != want.LowerThreshold
 }
 
-func kernelServiceKey(k *ipvs.Service) string {
-	if k.FWMark != 0 {
-		if k.AddressFamily == syscall.AF_INET6 {
-			return fmt.Sprintf("fwm6:%d", k.FWMark)
-		}
-		return fmt.Sprintf("fwm:%d", k.FWMark)
-	}
-	a, _ := netip.AddrFromSlice(k.Address)
-	return ProtocolName(k.Protocol) + ":" + netip.AddrPortFrom(a.Unmap(), k.Port).String()
-}
+func kernelServiceKey(k *ipvs.Service) string { return fromKernelService(k).Key() }
 
-func kernelDestKey(d *ipvs.Destination) string {
-	a, _ := netip.AddrFromSlice(d.Address)
-	return netip.AddrPortFrom(a.Unmap(), d.Port).String()
-}
+func kernelDestKey(d *ipvs.Destination) string { return fromKernelDest(d).Addr.String() }
 
 // Change is one write apply made (or, in a dry run, would make) to the kernel.
 type Change struct {
@@ -200,7 +217,7 @@ func (c Change) String() string { return c.Node + ": " + c.What }
 // ReconcileIPVS brings the IPVS table behind h to exactly want: services and real
 // servers missing are added, those that differ are edited in place, and those not
 // wanted are deleted. It returns the writes it made.
-func ReconcileIPVS(nodeName string, h IPVS, want []Service) ([]Change, error) {
+func ReconcileIPVS(nodeName string, h IPVS, want []lab.Service) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{nodeName, fmt.Sprintf(f, a...)}) }
 	fail := func(err error, f string, a ...any) ([]Change, error) {

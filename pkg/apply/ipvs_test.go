@@ -2,6 +2,7 @@ package apply
 
 import (
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
 	"strings"
@@ -98,12 +99,12 @@ func (f *fakeIPVS) DelDestination(s *ipvs.Service, d *ipvs.Destination) error {
 	return nil
 }
 
-func natRR() []Service {
-	return []Service{{
+func natRR() []lab.Service {
+	return []lab.Service{{
 		Protocol: "tcp", Addr: netip.MustParseAddrPort("203.0.113.1:80"), Scheduler: "rr",
-		Servers: []Server{
-			{Addr: netip.MustParseAddrPort("198.51.100.11:80"), Method: MethodNAT, Weight: 1},
-			{Addr: netip.MustParseAddrPort("198.51.100.12:80"), Method: MethodNAT, Weight: 1},
+		Servers: []lab.Server{
+			{Addr: netip.MustParseAddrPort("198.51.100.11:80"), Method: lab.NAT, Weight: 1},
+			{Addr: netip.MustParseAddrPort("198.51.100.12:80"), Method: lab.NAT, Weight: 1},
 		},
 	}}
 }
@@ -122,7 +123,7 @@ func TestReconcileFromEmpty(t *testing.T) {
 		t.Errorf("changes %v", ch)
 	}
 	d := f.dests["tcp:203.0.113.1:80"]
-	if MethodOf(d[0].ConnectionFlags) != MethodNAT || d[0].Weight != 1 {
+	if methodOf(d[0].ConnectionFlags) != lab.NAT || d[0].Weight != 1 {
 		t.Errorf("destination %+v", d[0])
 	}
 }
@@ -160,7 +161,7 @@ func TestReconcileWeightEditsOneServer(t *testing.T) {
 
 func TestReconcileSchedulerAndRemovals(t *testing.T) {
 	f := newFake()
-	extra := append(natRR(), Service{Protocol: "udp", Addr: netip.MustParseAddrPort("203.0.113.1:53"), Scheduler: "rr"})
+	extra := append(natRR(), lab.Service{Protocol: "udp", Addr: netip.MustParseAddrPort("203.0.113.1:53"), Scheduler: "rr"})
 	if _, err := ReconcileIPVS("director", f, extra); err != nil {
 		t.Fatal(err)
 	}
@@ -174,21 +175,5 @@ func TestReconcileSchedulerAndRemovals(t *testing.T) {
 	got := strings.Join(f.writes, "; ")
 	if got != "UpdateService tcp:203.0.113.1:80 wrr; DelDestination 198.51.100.12:80; DelService udp:203.0.113.1:53" {
 		t.Fatalf("writes %s", got)
-	}
-}
-
-func TestValidSysctlKey(t *testing.T) {
-	for _, k := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.eth1.arp_ignore", "net.ipv4.vs.conntrack"} {
-		if err := ValidSysctlKey(k); err != nil {
-			t.Errorf("%s: %v", k, err)
-		}
-	}
-	for _, k := range []string{"kernel.panic", "vm.swappiness", "net..x", "net.ipv4/../../kernel", "net", "net."} {
-		if ValidSysctlKey(k) == nil {
-			t.Errorf("%s accepted", k)
-		}
-	}
-	if p := (Sysctl{Key: "net.ipv4.conf.all.arp_ignore"}).Path(); p != "/proc/sys/net/ipv4/conf/all/arp_ignore" {
-		t.Errorf("path %s", p)
 	}
 }

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"os"
 	"strconv"
 	"strings"
@@ -16,23 +17,20 @@ const MarkChain = "LVSLAB-MARKS"
 // IptablesLegacy is the iptables binary used for firewall marks. The sandbox kernel
 // has no nftables ip family, but legacy iptables works there; no maintained Go
 // library writes legacy iptables rules without the binary, so go-iptables runs it.
-var IptablesLegacy = "/usr/sbin/iptables-legacy"
+const IptablesLegacy = "/usr/sbin/iptables-legacy"
 
-// MarkModules are the kernel modules firewall marks need.
-var MarkModules = []string{"ip_tables", "iptable_mangle", "xt_mark", "xt_multiport"}
-
-func (m Mark) ruleSpec() []string {
+func ruleSpec(m lab.Mark) []string {
 	ports := make([]string, len(m.Ports))
 	for i, p := range m.Ports {
 		ports[i] = strconv.Itoa(int(p))
 	}
-	return []string{"-d", m.Destination.String() + "/32", "-p", m.Protocol, "-m", "multiport",
+	return []string{"-d", m.Destination.String() + "/32", "-p", string(m.Protocol), "-m", "multiport",
 		"--dports", strings.Join(ports, ","), "-j", "MARK", "--set-mark", strconv.FormatUint(uint64(m.Mark), 10)}
 }
 
 // reconcileMarks makes lvslab's mangle chain in n hold exactly marks (rewriting the
 // chain only when it differs) and PREROUTING jump to it.
-func reconcileMarks(n node.Node, marks []Mark, dry bool) ([]Change, error) {
+func reconcileMarks(n node.Node, marks []lab.Mark, dry bool) ([]Change, error) {
 	var changes []Change
 	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
 	if _, err := os.Stat(IptablesLegacy); err != nil {
@@ -58,7 +56,7 @@ func reconcileMarks(n node.Node, marks []Mark, dry bool) ([]Change, error) {
 				if !same {
 					break
 				}
-				if same, err = ipt.Exists("mangle", MarkChain, m.ruleSpec()...); err != nil {
+				if same, err = ipt.Exists("mangle", MarkChain, ruleSpec(m)...); err != nil {
 					return err
 				}
 			}
@@ -81,7 +79,7 @@ func reconcileMarks(n node.Node, marks []Mark, dry bool) ([]Change, error) {
 			return err
 		}
 		for _, m := range marks {
-			if err := ipt.Append("mangle", MarkChain, m.ruleSpec()...); err != nil {
+			if err := ipt.Append("mangle", MarkChain, ruleSpec(m)...); err != nil {
 				return err
 			}
 			note("mark %s %s:%v with %d", m.Protocol, m.Destination, m.Ports, m.Mark)

@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +26,7 @@ type Starter struct {
 // Start starts the processes spec asks for and returns them for the lab's record.
 // The web servers' sockets are listening when Start returns, so they answer at once.
 // On failure, processes already started are killed.
-func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spec) (procs []state.Process, err error) {
+func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) (procs []state.Process, err error) {
 	defer func() {
 		if err != nil {
 			for _, p := range procs {
@@ -45,7 +46,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec Spe
 		}
 		var names []string
 		var files []*os.File
-		for _, l := range ns.Web.listeners() {
+		for _, l := range listeners(ns.Web) {
 			var f *os.File
 			err := nodes[ns.Name].Do(func() error {
 				var err error
@@ -93,7 +94,7 @@ type listenerSpec struct {
 	port uint16
 }
 
-func (w *Web) listeners() []listenerSpec {
+func listeners(w *lab.Web) []listenerSpec {
 	var out []listenerSpec
 	for _, p := range w.HTTP {
 		out = append(out, listenerSpec{webd.KindHTTP, p})

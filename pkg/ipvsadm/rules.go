@@ -9,11 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/lab"
 )
-
-// Schedulers are the IPVS schedulers the kernel ships.
-var Schedulers = []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf", "lblc", "lblcr"}
 
 // Op is an ipvsadm command.
 type Op byte
@@ -32,8 +29,8 @@ const (
 // Rule is one parsed ipvsadm command line.
 type Rule struct {
 	Op      Op
-	Service apply.Service // the service it names, with the options given (defaults filled in)
-	Server  apply.Server  // for -a, -e, -d
+	Service lab.Service // the service it names, with the options given (defaults filled in)
+	Server  lab.Server  // for -a, -e, -d
 }
 
 // RuleError is a rule that cannot be parsed or applied: which option, and why.
@@ -198,8 +195,8 @@ func isNumber(s string) bool {
 	return err == nil
 }
 
-func parseServiceAddr(opt, arg string, given map[string]string) (apply.Service, error) {
-	var svc apply.Service
+func parseServiceAddr(opt, arg string, given map[string]string) (lab.Service, error) {
+	var svc lab.Service
 	if opt == "-f" {
 		m, err := strconv.ParseUint(arg, 0, 32)
 		if err != nil || m == 0 {
@@ -212,7 +209,7 @@ func parseServiceAddr(opt, arg string, given map[string]string) (apply.Service, 
 	if _, ok := given["-6"]; ok {
 		return svc, ruleErr("-6", "only for firewall-mark services (-f); an address says its family")
 	}
-	svc.Protocol = map[string]string{"-t": "tcp", "-u": "udp"}[opt]
+	svc.Protocol = map[string]lab.Protocol{"-t": lab.TCP, "-u": lab.UDP}[opt]
 	ap, err := parseHostPort(arg)
 	if err != nil {
 		return svc, ruleErr(opt, "%q: %v", arg, err)
@@ -243,23 +240,18 @@ func parseHostPort(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, uint16(p)), nil
 }
 
-// ValidSchedFlag reports whether flag (ipvsadm -b) belongs to scheduler sched.
-func ValidSchedFlag(sched, flag string) bool {
-	_, known := apply.SchedFlags[flag]
-	return known && strings.HasPrefix(flag, sched+"-")
-}
-
-func serviceOptions(svc *apply.Service, given map[string]string, timeout string) error {
-	svc.Scheduler = apply.DefaultScheduler
+func serviceOptions(svc *lab.Service, given map[string]string, timeout string) error {
+	svc.Scheduler = lab.DefaultScheduler
 	if s, ok := given["-s"]; ok {
-		if !slices.Contains(Schedulers, s) {
-			return ruleErr("-s", "%q is not a scheduler the kernel ships (%s)", s, strings.Join(Schedulers, ", "))
+		sched, err := lab.ParseScheduler(s)
+		if err != nil {
+			return ruleErr("-s", "%v", err)
 		}
-		svc.Scheduler = s
+		svc.Scheduler = sched
 	}
 	if _, ok := given["-p"]; ok {
 		svc.Persistent = true
-		svc.Timeout = apply.DefaultTimeout
+		svc.Timeout = lab.DefaultTimeout
 		if timeout != "" {
 			t, err := strconv.ParseUint(timeout, 10, 32)
 			if err != nil || t == 0 {
@@ -270,7 +262,7 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 	}
 	svc.Netmask = svc.MaxNetmask()
 	if m, ok := given["-M"]; ok {
-		bits, err := ParseNetmask(m, svc.Is6())
+		bits, err := lab.ParseNetmask(m, svc.Is6())
 		if err != nil {
 			return ruleErr("-M", "%q: %v", m, err)
 		}
@@ -280,8 +272,9 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 		svc.Netmask = bits
 	}
 	if b, ok := given["-b"]; ok {
-		for _, f := range strings.Split(b, ",") {
-			if !ValidSchedFlag(svc.Scheduler, f) {
+		for _, name := range strings.Split(b, ",") {
+			f := lab.SchedFlag(name)
+			if !svc.Scheduler.HasFlag(f) {
 				return ruleErr("-b", "%q is not a flag of scheduler %s (sh: sh-fallback, sh-port; mh: mh-fallback, mh-port)", f, svc.Scheduler)
 			}
 			if !slices.Contains(svc.SchedFlags, f) {
@@ -293,30 +286,8 @@ func serviceOptions(svc *apply.Service, given map[string]string, timeout string)
 	return nil
 }
 
-// ParseNetmask reads a persistence netmask as -M takes it (255.255.255.0 for
-// IPv4, a prefix length for IPv6) and returns its prefix length.
-func ParseNetmask(m string, v6 bool) (int, error) {
-	if v6 {
-		n, err := strconv.Atoi(m)
-		if err != nil || n < 1 || n > 128 {
-			return 0, fmt.Errorf("an IPv6 netmask is a prefix length (1..128)")
-		}
-		return n, nil
-	}
-	a, err := netip.ParseAddr(m)
-	if err != nil || !a.Is4() {
-		return 0, fmt.Errorf("not a netmask (like 255.255.255.0)")
-	}
-	b := a.As4()
-	ones, bits := net.IPMask(b[:]).Size()
-	if bits == 0 || ones == 0 {
-		return 0, fmt.Errorf("not a contiguous netmask of at least one bit")
-	}
-	return ones, nil
-}
-
-func serverOptions(svc apply.Service, given map[string]string, method string) (apply.Server, error) {
-	srv := apply.Server{Weight: 1, Method: apply.MethodDR}
+func serverOptions(svc lab.Service, given map[string]string, method string) (lab.Server, error) {
+	srv := lab.Server{Weight: 1, Method: lab.DR}
 	ap, err := parseHostPort(given["-r"])
 	if err != nil {
 		return srv, ruleErr("-r", "%q: %v", given["-r"], err)
@@ -330,9 +301,9 @@ func serverOptions(svc apply.Service, given map[string]string, method string) (a
 	srv.Addr = ap
 	switch method {
 	case "-m":
-		srv.Method = apply.MethodNAT
+		srv.Method = lab.NAT
 	case "-i":
-		srv.Method = apply.MethodTunnel
+		srv.Method = lab.Tunnel
 	}
 	num := func(opt string, max uint64) (uint64, error) {
 		v, err := strconv.ParseUint(given[opt], 10, 64)
@@ -368,14 +339,14 @@ func serverOptions(svc apply.Service, given map[string]string, method string) (a
 	return srv, nil
 }
 
-// Table is the result of running rules in order: services in order of creation.
-type Rules []apply.Service
+// Rules is the result of running rules in order: services in order of creation.
+type Rules []lab.Service
 
 // Exec runs one rule against the table, as the kernel would: -A of an existing
 // service, -E or -D of a missing one, and the like are errors.
 func (t *Rules) Exec(r Rule) error {
 	find := func() int {
-		return slices.IndexFunc(*t, func(s apply.Service) bool { return s.Key() == r.Service.Key() })
+		return slices.IndexFunc(*t, func(s lab.Service) bool { return s.Key() == r.Service.Key() })
 	}
 	switch r.Op {
 	case Clear:
@@ -402,7 +373,7 @@ func (t *Rules) Exec(r Rule) error {
 			return ruleErr("-"+string(r.Op), "no service %s (add it with -A first)", r.Service.Key())
 		}
 		svc := &(*t)[i]
-		j := slices.IndexFunc(svc.Servers, func(s apply.Server) bool { return s.Addr == r.Server.Addr })
+		j := slices.IndexFunc(svc.Servers, func(s lab.Server) bool { return s.Addr == r.Server.Addr })
 		switch {
 		case r.Op == AddServer && j >= 0:
 			return ruleErr("-a", "real server %s of %s exists already (use -e to edit it)", r.Server.Addr, svc.Key())
@@ -421,7 +392,7 @@ func (t *Rules) Exec(r Rule) error {
 
 // Build runs rule lines in order and returns the resulting services. An error
 // names the line (1-based) and the option.
-func Build(lines []string) ([]apply.Service, error) {
+func Build(lines []string) ([]lab.Service, error) {
 	var t Rules
 	for i, line := range lines {
 		r, err := ParseRule(line)
@@ -436,42 +407,36 @@ func Build(lines []string) ([]apply.Service, error) {
 }
 
 // ServiceArg is how ipvsadm names a service: "-t 203.0.113.1:80", "-f 10 -6".
-func ServiceArg(s apply.Service) string {
+func ServiceArg(s lab.Service) string {
 	switch {
 	case s.FWMark != 0 && s.IPv6:
 		return fmt.Sprintf("-f %d -6", s.FWMark)
 	case s.FWMark != 0:
 		return fmt.Sprintf("-f %d", s.FWMark)
-	case s.Protocol == "udp":
+	case s.Protocol == lab.UDP:
 		return "-u " + s.Addr.String()
 	}
 	return "-t " + s.Addr.String()
 }
 
-var methodOpt = map[string]string{apply.MethodNAT: "-m", apply.MethodDR: "-g", apply.MethodTunnel: "-i"}
-
 // WriteSave prints services as `ipvsadm-save -n` does: one -A line per service,
 // then one -a line per real server, in the order given.
-func WriteSave(w io.Writer, services []apply.Service) error {
+func WriteSave(w io.Writer, services []lab.Service) error {
 	var b strings.Builder
 	for _, s := range services {
 		fmt.Fprintf(&b, "-A %s -s %s", ServiceArg(s), s.Scheduler)
 		if len(s.SchedFlags) > 0 {
-			fmt.Fprintf(&b, " -b %s", strings.Join(s.SchedFlags, ","))
+			fmt.Fprintf(&b, " -b %s", joinFlags(s.SchedFlags))
 		}
 		if s.Persistent {
 			fmt.Fprintf(&b, " -p %d", s.Timeout)
 			if s.Netmask != 0 && s.Netmask != s.MaxNetmask() {
-				if s.Is6() {
-					fmt.Fprintf(&b, " -M %d", s.Netmask)
-				} else {
-					fmt.Fprintf(&b, " -M %s", net.IP(net.CIDRMask(s.Netmask, 32)))
-				}
+				fmt.Fprintf(&b, " -M %s", lab.NetmaskString(s.Netmask, s.Is6()))
 			}
 		}
 		b.WriteString("\n")
 		for _, d := range s.Servers {
-			fmt.Fprintf(&b, "-a %s -r %s %s -w %d", ServiceArg(s), d.Addr, methodOpt[d.Method], d.Weight)
+			fmt.Fprintf(&b, "-a %s -r %s %s -w %d", ServiceArg(s), d.Addr, d.Method.Option(), d.Weight)
 			if d.Upper != 0 {
 				fmt.Fprintf(&b, " -x %d", d.Upper)
 			}
@@ -483,4 +448,12 @@ func WriteSave(w io.Writer, services []apply.Service) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func joinFlags(flags []lab.SchedFlag) string {
+	names := make([]string, len(flags))
+	for i, f := range flags {
+		names[i] = string(f)
+	}
+	return strings.Join(names, ",")
 }

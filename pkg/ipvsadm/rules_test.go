@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 // The seed lab's rules, one per option of its ipvsadm table.
@@ -82,7 +82,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Server.Method != apply.MethodDR || r.Server.Weight != 1 || r.Server.Addr.Port() != 80 {
+	if r.Server.Method != lab.DR || r.Server.Weight != 1 || r.Server.Addr.Port() != 80 {
 		t.Errorf("server defaults %+v: want -g, weight 1, the service's port", r.Server)
 	}
 	r, err = ParseRule("--add-service --tcp-service=203.0.113.1:80 --scheduler sh --persistent 60")
@@ -174,7 +174,7 @@ func FuzzRule(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q printed as %q, which does not parse: %v", line, b.String(), err)
 		}
-		if !reflect.DeepEqual([]apply.Service(t1), again) {
+		if !reflect.DeepEqual([]lab.Service(t1), again) {
 			t.Fatalf("%q: round trip\n got %+v\nwant %+v", line, again, t1)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -93,4 +94,53 @@ func (n Node) Netlink() (*netlink.Handle, error) {
 func (n Node) Exists() bool {
 	_, err := os.Stat(n.NSPath)
 	return err == nil
+}
+
+// Addresses lists the node's addresses by interface, as "dev addr/len", in
+// interface order, skipping loopback's 127.0.0.1 and IPv6 link-local addresses.
+func (n Node) Addresses() ([]string, error) {
+	h, err := n.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
+	}
+	sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Index < links[j].Attrs().Index })
+	var out []string
+	for _, l := range links {
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: list addresses: %w", n.Name, err)
+		}
+		for _, a := range addrs {
+			if a.IP.IsLoopback() || a.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			out = append(out, l.Attrs().Name+" "+a.IPNet.String())
+		}
+	}
+	return out, nil
+}
+
+// MACs lists the hardware addresses of the node's Ethernet interfaces.
+func (n Node) MACs() ([]string, error) {
+	h, err := n.Netlink()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
+	}
+	var out []string
+	for _, l := range links {
+		if mac := l.Attrs().HardwareAddr; len(mac) == 6 && mac.String() != "00:00:00:00:00:00" {
+			out = append(out, mac.String())
+		}
+	}
+	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/lvslab/lvslab/pkg/kmod"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,13 +21,6 @@ const EnvGuest = "LVSLAB_GUEST"
 // EnvInSandbox is set for every process the agent starts: lvslab run there uses
 // the kernel it runs on.
 const EnvInSandbox = "LVSLAB_IN_SANDBOX"
-
-// GuestModules are loaded at boot: everything a lab may need.
-var GuestModules = []string{
-	"veth", "bridge", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_wlc", "ip_vs_sed",
-	"ip_vs_nq", "ip_vs_sh", "ip_vs_dh", "ip_vs_mh", "ip_vs_fo", "ip_vs_ovf", "ip_vs_lblc",
-	"ip_vs_lblcr", "ipip", "ipv6", "ip_tables", "iptable_mangle", "xt_mark", "xt_multiport",
-}
 
 // IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.
 func IsGuest() bool { return os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == "" }
@@ -90,7 +84,7 @@ func guestSetup() error {
 	if l.Dir == "" {
 		l.Dir = kmod.DefaultDir()
 	}
-	return l.Load(GuestModules...)
+	return l.Load(lab.KernelModules()...) // everything a lab may need
 }
 
 func poweroff() {

@@ -2,46 +2,11 @@ package scenario
 
 import (
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"net/url"
 	"slices"
-	"strings"
 )
-
-// Check is one check of a scenario's checks section, run by lvslab verify.
-type Check struct {
-	Name     string
-	From     string // the node that sends; "client" by default
-	HTTP     string // URL (http:// or https://)
-	UDP      netip.AddrPort
-	ARP      netip.Addr // who-has target
-	Dev      string     // the interface ARP probes go out of; eth1 by default
-	Requests int        // per source address
-	Sources  int        // extra client addresses, each making Requests requests
-	Expect   Expect
-}
-
-// Kind names what the check sends: http, udp or arp.
-func (c Check) Kind() string {
-	switch {
-	case c.HTTP != "":
-		return "http"
-	case c.UDP.IsValid():
-		return "udp"
-	}
-	return "arp"
-}
-
-// Expect is what a check must observe.
-type Expect struct {
-	Model     bool           // the exact sequence the scheduler's model predicts
-	Sequence  []string       // an exact sequence of servers
-	Counts    map[string]int // answers per server
-	Sticky    bool           // each source address always gets one server
-	Servers   []string       // answers only from these servers
-	Answerers []string       // ARP: exactly these nodes answer
-	Failures  int            // requests that must fail (default 0)
-}
 
 type rawCheck struct {
 	Name string `yaml:"name"`
@@ -69,8 +34,8 @@ type rawCheck struct {
 	} `yaml:"expect"`
 }
 
-func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (Check, error) {
-	c := Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1"}
+func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Check, error) {
+	c := lab.Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1"}
 	if c.Name == "" {
 		return c, fail(field+".name", "missing (what the check shows, in a few words)")
 	}
@@ -142,7 +107,7 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (Check, e
 	}
 	c.Expect.Counts, c.Expect.Sticky, c.Expect.Servers, c.Expect.Failures = e.Counts, e.Sticky, e.Servers, e.Failures
 	c.Expect.Answerers = e.Answerers
-	if c.Kind() == "arp" {
+	if c.Kind() == lab.CheckARP {
 		if e.Answerers == nil {
 			return c, fail(field+".expect.answerers", "missing (the nodes that must answer; [] for none)")
 		}
@@ -163,19 +128,4 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (Check, e
 		}
 	}
 	return c, nil
-}
-
-// Describe says in a few words what the check sends.
-func (c Check) Describe() string {
-	src := c.From
-	if c.Sources > 0 {
-		src = fmt.Sprintf("%s (%d source addresses)", c.From, c.Sources)
-	}
-	switch c.Kind() {
-	case "http":
-		return fmt.Sprintf("%d %s requests to %s from %s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src)
-	case "udp":
-		return fmt.Sprintf("%d UDP datagrams to %s from %s", c.Requests, c.UDP, src)
-	}
-	return fmt.Sprintf("who-has %s from %s %s", c.ARP, c.From, c.Dev)
 }

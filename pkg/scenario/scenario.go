@@ -1,5 +1,6 @@
-// Package scenario reads scenario files (which topology, and what each node should
-// hold) and runs them: topology -> apply -> readiness, and down again.
+// Package scenario reads and validates scenario files: which topology a lab is
+// built from, what each node should hold, and the checks lvslab verify runs.
+// Every error names the file, the field and the bad value.
 package scenario
 
 import (
@@ -12,8 +13,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/topo"
 	"gopkg.in/yaml.v3"
 )
@@ -24,51 +25,25 @@ type Scenario struct {
 	Name        string // lab name
 	Description string
 	Topology    *topo.Topology
-	Spec        apply.Spec
-	Checks      []Check // what lvslab verify checks
-	Source      []byte  // the file's text
+	Spec        lab.Spec
+	Checks      []lab.Check // what lvslab verify checks
+	Source      []byte      // the file's text
 }
 
 // Director returns the node that holds IPVS services, or "".
-func (s *Scenario) Director() string {
-	for _, n := range s.Spec.Nodes {
-		if len(n.Services) > 0 {
-			return n.Name
-		}
-	}
-	return ""
-}
+func (s *Scenario) Director() string { return s.Spec.Director() }
 
 // Rename gives the lab another name, so one scenario can run twice side by side.
 func (s *Scenario) Rename(name string) error {
 	if !topo.ValidLabName(name) {
-		return fmt.Errorf("lab name %q is not valid (letters, digits, '-', '_'; at most 40)", name)
+		return fmt.Errorf("lab name %q is not valid (letters, digits, '-', '_'; at most %d)", name, MaxLabName)
 	}
 	s.Name, s.Topology.Name = name, name
 	return nil
 }
 
-// OwnerOf returns the node that holds address a, or "".
-func (s *Scenario) OwnerOf(a netip.Addr) string {
-	for _, n := range s.Spec.Nodes {
-		for _, x := range n.Addresses {
-			if x.Prefix.Addr() == a {
-				return n.Name
-			}
-		}
-	}
-	return ""
-}
-
-// Node returns the spec of a node.
-func (s *Scenario) Node(name string) (apply.NodeSpec, bool) {
-	for _, n := range s.Spec.Nodes {
-		if n.Name == name {
-			return n, true
-		}
-	}
-	return apply.NodeSpec{}, false
-}
+// MaxLabName is the longest lab name.
+const MaxLabName = topo.MaxLabName
 
 type rawScenario struct {
 	Version     int                 `yaml:"version"`
@@ -189,7 +164,7 @@ func Parse(file string, data []byte) (*Scenario, error) {
 		// The lab name may differ from the topology's, so two labs of one topology run side by side.
 		t.Name = raw.Name
 		if !topo.ValidLabName(raw.Name) {
-			return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most 40)", raw.Name)
+			return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most %d)", raw.Name, MaxLabName)
 		}
 		s.Name = raw.Name
 	}
@@ -240,16 +215,16 @@ func checkServers(s *Scenario, fail failFunc) error {
 		for _, svc := range d.Services {
 			for _, srv := range svc.Servers {
 				field := fmt.Sprintf("nodes.%s.ipvs (service %s, real server %s)", d.Name, svc.Key(), srv.Addr)
-				owner := s.OwnerOf(srv.Addr.Addr())
+				owner := s.Spec.OwnerOf(srv.Addr.Addr())
 				if owner == "" {
 					return fail(field, "no node of this scenario has address %s", srv.Addr.Addr())
 				}
 				switch srv.Method {
-				case apply.MethodNAT:
+				case lab.NAT:
 					if !reaches(d, srv.Addr.Addr()) {
 						return fail(field, "%s (nat) is not reachable through %s: none of its addresses or routes covers it", srv.Addr.Addr(), d.Name)
 					}
-				case apply.MethodDR:
+				case lab.DR:
 					if !slices.Contains(l2Segment(s.Topology, d.Name), owner) {
 						return fail(field, "%s (dr) is on %s, which shares no L2 segment with %s", srv.Addr.Addr(), owner, d.Name)
 					}
@@ -260,7 +235,7 @@ func checkServers(s *Scenario, fail failFunc) error {
 	return nil
 }
 
-func reaches(n apply.NodeSpec, a netip.Addr) bool {
+func reaches(n lab.NodeSpec, a netip.Addr) bool {
 	for _, x := range n.Addresses {
 		if x.Dev != "lo" && x.Prefix.Masked().Contains(a) {
 			return true
@@ -289,9 +264,9 @@ func l2Segment(t *topo.Topology, node string) []string {
 
 type failFunc func(field, f string, a ...any) error
 
-func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips map[string]string) (apply.NodeSpec, error) {
+func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips map[string]string) (lab.NodeSpec, error) {
 	field := "nodes." + name
-	ns := apply.NodeSpec{Name: name}
+	ns := lab.NodeSpec{Name: name}
 	// lo, the file's interfaces, and tunl0 (the kernel's ipip device, for LVS-TUN).
 	ifaces := append([]string{"lo"}, t.Interfaces(name)...)
 	ifaces = append(ifaces, "tunl0")
@@ -310,12 +285,12 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 			if err != nil {
 				return ns, fail(fmt.Sprintf("%s[%d]", f, i), "%q is not an address with a prefix length (like 203.0.113.1/24)", a)
 			}
-			ns.Addresses = append(ns.Addresses, apply.Address{Dev: dev, Prefix: p})
+			ns.Addresses = append(ns.Addresses, lab.Address{Dev: dev, Prefix: p})
 		}
 	}
 	for i, rr := range rn.Routes {
 		f := fmt.Sprintf("%s.routes[%d]", field, i)
-		var r apply.Route
+		var r lab.Route
 		switch rr.To {
 		case "default", "0.0.0.0/0":
 			r.Dst = netip.MustParsePrefix("0.0.0.0/0")
@@ -359,14 +334,14 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if err := apply.ValidSysctlKey(k); err != nil {
+		if err := lab.ValidSysctlKey(k); err != nil {
 			return ns, fail(field+".sysctls", "%v", err)
 		}
 		v := strings.TrimSpace(rn.Sysctls[k])
 		if v == "" || strings.ContainsAny(v, "\n\x00") {
 			return ns, fail(field+".sysctls."+k, "%q is not a valid value", rn.Sysctls[k])
 		}
-		ns.Sysctls = append(ns.Sysctls, apply.Sysctl{Key: k, Value: v})
+		ns.Sysctls = append(ns.Sysctls, lab.Sysctl{Key: k, Value: v})
 	}
 	if rn.IPVS != nil {
 		var table ipvsadm.Rules
@@ -408,7 +383,7 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 					return ns, fail(field+".ipvs.timeouts."+v.name, "%d is not a timeout in seconds", v.val)
 				}
 			}
-			ns.Timeouts = &apply.Timeouts{TCP: t.TCP, TCPFin: t.TCPFin, UDP: t.UDP}
+			ns.Timeouts = &lab.Timeouts{TCP: t.TCP, TCPFin: t.TCPFin, UDP: t.UDP}
 		}
 	}
 	if rn.Web != nil {
@@ -416,7 +391,7 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 		if len(w.HTTP)+len(w.HTTPS)+len(w.UDP) == 0 {
 			return ns, fail(field+".web", "no ports (give at least one, like http: [80])")
 		}
-		ns.Web = &apply.Web{}
+		ns.Web = &lab.Web{}
 		for _, kind := range []struct {
 			name  string
 			ports []int
@@ -433,10 +408,11 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 	if rn.Firewall != nil {
 		for i, m := range rn.Firewall.Marks {
 			f := fmt.Sprintf("%s.firewall.marks[%d]", field, i)
-			fm := apply.Mark{Protocol: m.Protocol, Mark: m.Mark}
-			if m.Protocol != "tcp" && m.Protocol != "udp" {
-				return ns, fail(f+".protocol", "%q is not tcp or udp", m.Protocol)
+			proto, err := lab.ParseProtocol(m.Protocol)
+			if err != nil {
+				return ns, fail(f+".protocol", "%v", err)
 			}
+			fm := lab.Mark{Protocol: proto, Mark: m.Mark}
 			a, err := netip.ParseAddr(m.Destination)
 			if err != nil || !a.Is4() {
 				return ns, fail(f+".destination", "%q is not an IPv4 address (marks are set with legacy iptables)", m.Destination)
@@ -466,16 +442,16 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 	return ns, nil
 }
 
-func parseService(field string, rs rawService, fail failFunc) (apply.Service, error) {
-	var svc apply.Service
+func parseService(field string, rs rawService, fail failFunc) (lab.Service, error) {
+	var svc lab.Service
 	switch {
 	case rs.FWMark != 0:
 		if rs.Protocol != "" || rs.Address != "" {
 			return svc, fail(field+".fwmark", "a firewall-mark service has no protocol or address")
 		}
 		svc.FWMark, svc.IPv6 = rs.FWMark, rs.IPv6
-	case rs.Protocol == "tcp" || rs.Protocol == "udp":
-		svc.Protocol = rs.Protocol
+	case rs.Protocol == string(lab.TCP) || rs.Protocol == string(lab.UDP):
+		svc.Protocol = lab.Protocol(rs.Protocol)
 		ap, err := netip.ParseAddrPort(rs.Address)
 		if err != nil {
 			return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
@@ -486,15 +462,17 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 	default:
 		return svc, fail(field+".protocol", "%q is not tcp or udp", rs.Protocol)
 	}
-	svc.Scheduler = rs.Scheduler
-	if svc.Scheduler == "" {
-		svc.Scheduler = apply.DefaultScheduler
+	svc.Scheduler = lab.DefaultScheduler
+	if rs.Scheduler != "" {
+		sched, err := lab.ParseScheduler(rs.Scheduler)
+		if err != nil {
+			return svc, fail(field+".scheduler", "%v", err)
+		}
+		svc.Scheduler = sched
 	}
-	if !slices.Contains(ipvsadm.Schedulers, svc.Scheduler) {
-		return svc, fail(field+".scheduler", "%q is not a scheduler the kernel ships (%s)", rs.Scheduler, strings.Join(ipvsadm.Schedulers, ", "))
-	}
-	for j, fl := range rs.Flags {
-		if !ipvsadm.ValidSchedFlag(svc.Scheduler, fl) {
+	for j, name := range rs.Flags {
+		fl := lab.SchedFlag(name)
+		if !svc.Scheduler.HasFlag(fl) {
 			return svc, fail(fmt.Sprintf("%s.flags[%d]", field, j), "%q is not a flag of scheduler %s", fl, svc.Scheduler)
 		}
 		if !slices.Contains(svc.SchedFlags, fl) {
@@ -506,7 +484,7 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 	case nil:
 	case bool:
 		if p {
-			svc.Persistent, svc.Timeout = true, apply.DefaultTimeout
+			svc.Persistent, svc.Timeout = true, lab.DefaultTimeout
 		}
 	case int:
 		if p < 1 {
@@ -521,7 +499,7 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 		if !svc.Persistent {
 			return svc, fail(field+".netmask", "needs persistent (the netmask groups clients for persistence)")
 		}
-		bits, err := ipvsadm.ParseNetmask(rs.Netmask, svc.Is6())
+		bits, err := lab.ParseNetmask(rs.Netmask, svc.Is6())
 		if err != nil {
 			return svc, fail(field+".netmask", "%q is not a netmask (255.255.255.0, or a prefix length for IPv6)", rs.Netmask)
 		}
@@ -545,13 +523,13 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 			return svc, fail(f+".address", "%q is listed twice", r.Address)
 		}
 		seen[ap] = true
-		srv := apply.Server{Addr: ap, Method: r.Method, Weight: 1}
-		switch r.Method {
-		case apply.MethodNAT, apply.MethodDR, apply.MethodTunnel:
-		case "":
-			srv.Method = apply.MethodDR // ipvsadm's default, -g
-		default:
-			return svc, fail(f+".method", "%q is not nat, dr or tunnel", r.Method)
+		srv := lab.Server{Addr: ap, Method: lab.DR, Weight: 1} // dr: ipvsadm's default, -g
+		if r.Method != "" {
+			m, err := lab.ParseMethod(r.Method)
+			if err != nil {
+				return svc, fail(f+".method", "%v", err)
+			}
+			srv.Method = m
 		}
 		if r.Weight != nil {
 			if *r.Weight < 0 || *r.Weight > 65535 {

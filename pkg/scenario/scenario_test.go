@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 // Each invalid fixture names, on its first line, the error it must produce.
@@ -61,10 +61,10 @@ func TestNATRR(t *testing.T) {
 	if s.Director() != "director" {
 		t.Fatalf("director %q", s.Director())
 	}
-	d, _ := s.Node("director")
-	want := apply.Service{
+	d, _ := s.Spec.Node("director")
+	want := lab.Service{
 		Protocol: "tcp", Addr: netip.MustParseAddrPort("203.0.113.1:80"), Scheduler: "rr",
-		Servers: []apply.Server{
+		Servers: []lab.Server{
 			{Addr: netip.MustParseAddrPort("198.51.100.11:80"), Method: "nat", Weight: 1},
 			{Addr: netip.MustParseAddrPort("198.51.100.12:80"), Method: "nat", Weight: 1},
 		},
@@ -77,10 +77,10 @@ func TestNATRR(t *testing.T) {
 		got.Servers[0] != want.Servers[0] || got.Servers[1] != want.Servers[1] {
 		t.Errorf("service\n got %+v\nwant %+v", got, want)
 	}
-	if len(d.Sysctls) != 1 || d.Sysctls[0] != (apply.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}) {
+	if len(d.Sysctls) != 1 || d.Sysctls[0] != (lab.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}) {
 		t.Errorf("sysctls %+v", d.Sysctls)
 	}
-	w, _ := s.Node("web1")
+	w, _ := s.Spec.Node("web1")
 	if w.Web == nil || len(w.Web.HTTP) != 1 || w.Web.HTTP[0] != 80 {
 		t.Errorf("web1 web %+v", w.Web)
 	}
@@ -105,7 +105,7 @@ nodes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := s.Node("director")
+	d, _ := s.Spec.Node("director")
 	svc := d.Services[0]
 	if svc.Scheduler != "wlc" {
 		t.Errorf("default scheduler %q, want wlc (ipvsadm's default)", svc.Scheduler)

@@ -4,15 +4,19 @@
 package state
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DefaultDir is where lab records live (a tmpfs: records vanish with a reboot, as
@@ -27,18 +31,51 @@ type Process struct {
 	StartTime uint64 `json:"startTime"`
 }
 
+// Node is one node of a lab: its name, kind and network namespace.
+type Node struct {
+	Name      string `json:"name"`
+	Kind      string `json:"kind"`      // the topology's kind: linux, bridge
+	Namespace string `json:"namespace"` // named netns under node.NetnsDir, created or about to be
+}
+
 // Lab is the record of one lab.
 type Lab struct {
-	Name       string    `json:"name"`
-	Runtime    string    `json:"runtime"`
-	Topology   string    `json:"topology"`           // topology file, absolute
-	Scenario   string    `json:"scenario,omitempty"` // scenario file, absolute
-	Namespaces []string  `json:"namespaces"`         // named netns, created or about to be
-	Nodes      []string  `json:"nodes"`              // node names, same order as Namespaces
-	Kinds      []string  `json:"kinds"`              // node kinds, same order as Namespaces
-	Processes  []Process `json:"processes,omitempty"`
-	Director   string    `json:"director,omitempty"` // node holding the IPVS services
-	Applied    string    `json:"applied,omitempty"`  // the scenario file's text as last applied
+	Name      string      `json:"name"`
+	Runtime   lab.Runtime `json:"runtime"`
+	Topology  string      `json:"topology"`           // topology file, absolute
+	Scenario  string      `json:"scenario,omitempty"` // scenario file, absolute
+	Nodes     []Node      `json:"nodes"`
+	Processes []Process   `json:"processes,omitempty"`
+	Director  string      `json:"director,omitempty"` // node holding the IPVS services
+	Applied   string      `json:"applied,omitempty"`  // the scenario file's text as last applied
+}
+
+// Node returns the record of a node.
+func (l *Lab) Node(name string) (Node, bool) {
+	for _, n := range l.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Handles returns a handle for each node, by name.
+func (l *Lab) Handles() map[string]node.Node {
+	m := make(map[string]node.Node, len(l.Nodes))
+	for _, n := range l.Nodes {
+		m[n.Name] = node.New(n.Name, n.Namespace)
+	}
+	return m
+}
+
+// Namespaces lists the nodes' namespace names.
+func (l *Lab) Namespaces() []string {
+	out := make([]string, len(l.Nodes))
+	for i, n := range l.Nodes {
+		out[i] = n.Namespace
+	}
+	return out
 }
 
 // Store reads and writes lab records under Dir.
@@ -163,6 +200,58 @@ func (p Process) Kill() error {
 	}
 	if err := syscall.Kill(p.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill %s (pid %d): %w", p.Role, p.Pid, err)
+	}
+	return nil
+}
+
+// ProcessesIn lists the processes whose network namespace is one of the named
+// ones (under node.NetnsDir), this process excepted. Every process in a lab's
+// namespaces is the lab's: this finds what a killed lvslab never recorded.
+func ProcessesIn(namespaces []string) []Process {
+	type id struct{ dev, ino uint64 }
+	want := map[id]bool{}
+	for _, n := range namespaces {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(node.NetnsDir, n), &st); err == nil {
+			want[id{st.Dev, st.Ino}] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	ents, _ := os.ReadDir("/proc")
+	var out []Process
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !want[id{st.Dev, st.Ino}] {
+			continue
+		}
+		start, err := ProcessStartTime(pid)
+		if err != nil {
+			continue
+		}
+		out = append(out, Process{Role: "process in lab namespace", Pid: pid, StartTime: start})
+	}
+	return out
+}
+
+// WaitExited polls until p has exited, for at most bound.
+func (p Process) WaitExited(ctx context.Context, bound time.Duration) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(bound)
+	for !p.Exited() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("%s (pid %d) did not exit within %v", p.Role, p.Pid, bound)
+		case <-tick.C:
+		}
 	}
 	return nil
 }

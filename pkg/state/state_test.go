@@ -43,12 +43,12 @@ func TestProcessLifecycle(t *testing.T) {
 
 func TestStoreRoundTrip(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	l := &Lab{Name: "x", Namespaces: []string{"clab-x-a"}, Nodes: []string{"a"}, Kinds: []string{"linux"}}
+	l := &Lab{Name: "x", Nodes: []Node{{Name: "a", Kind: "linux", Namespace: "clab-x-a"}}}
 	if err := s.Save(l); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Load("x")
-	if err != nil || got.Namespaces[0] != "clab-x-a" {
+	if err != nil || got.Nodes[0].Namespace != "clab-x-a" {
 		t.Fatalf("load: %+v %v", got, err)
 	}
 	if names, _ := s.List(); len(names) != 1 || names[0] != "x" {

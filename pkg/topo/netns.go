@@ -7,9 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"time"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/vishvananda/netlink"
@@ -20,38 +19,59 @@ import (
 // NSName is the namespace name of a node, as containerlab names its containers.
 func NSName(lab, nodeName string) string { return "clab-" + lab + "-" + nodeName }
 
+// Runtime makes a topology's nodes and links, and removes them again. The runner
+// records what NodeNamespaces returns before it calls Deploy, so that Destroy
+// can find everything after a crash; a runtime never writes lab records itself.
+type Runtime interface {
+	// Name is how lab records name this runtime.
+	Name() lab.Runtime
+	// NodeNamespaces returns the nodes Deploy will make for t, each with its
+	// network namespace, bridges first. It fails, before anything exists, if one
+	// of them exists already.
+	NodeNamespaces(t *Topology) ([]state.Node, error)
+	// Deploy makes every node and link of t. If a step fails (or ctx ends) it
+	// removes what it made and returns the error.
+	Deploy(ctx context.Context, t *Topology) error
+	// Destroy removes the nodes (from a record of NodeNamespaces' answer) and
+	// everything inside them. It keeps going past failures and reports them all;
+	// nodes already gone are not an error, so it is safe to repeat. The nodes'
+	// processes must have been stopped first.
+	Destroy(ctx context.Context, nodes []state.Node) error
+}
+
 // Netns is the embedded runtime: one named network namespace per node, veth pairs
 // with the file's interface names, and each bridge inside a namespace of its own.
 // Nothing is created in the namespace of the process that calls it.
 type Netns struct {
-	Store state.Store
-
 	beforeLink func(i int) error // test hook: a fault injected before link i is made
 }
 
-// Deploy builds the topology. It records the lab before creating anything, and
-// removes everything it made if any step fails. scenario is stored in the record.
-func (r Netns) Deploy(ctx context.Context, t *Topology, scenario string) (*state.Lab, error) {
-	if _, err := r.Store.Load(t.Name); err == nil {
-		return nil, fmt.Errorf("lab %q is already up (lvslab down %s)", t.Name, t.Name)
-	}
-	lab := &state.Lab{Name: t.Name, Runtime: "netns", Topology: AbsPath(t.File), Scenario: AbsPath(scenario)}
+// Name implements Runtime.
+func (Netns) Name() lab.Runtime { return lab.RuntimeNetns }
+
+// NodeNamespaces implements Runtime: namespace clab-<lab>-<node> for each node.
+func (Netns) NodeNamespaces(t *Topology) ([]state.Node, error) {
+	var nodes []state.Node
 	for _, n := range t.NodeNames() {
 		ns := NSName(t.Name, n)
 		if _, err := os.Stat(filepath.Join(node.NetnsDir, ns)); err == nil {
 			return nil, fmt.Errorf("lab %q: namespace %s already exists and is not lvslab's record of this lab; remove it or rename the lab", t.Name, ns)
 		}
-		lab.Namespaces = append(lab.Namespaces, ns)
-		lab.Nodes = append(lab.Nodes, n)
-		lab.Kinds = append(lab.Kinds, t.Nodes[n].Kind)
+		nodes = append(nodes, state.Node{Name: n, Kind: t.Nodes[n].Kind, Namespace: ns})
 	}
-	if err := r.Store.Save(lab); err != nil {
-		return nil, err
+	return nodes, nil
+}
+
+// Deploy implements Runtime.
+func (r Netns) Deploy(ctx context.Context, t *Topology) error {
+	nodes, err := r.NodeNamespaces(t)
+	if err != nil {
+		return err
 	}
 	if err := r.build(ctx, t); err != nil {
-		return nil, errors.Join(fmt.Errorf("deploy %s: %w", t.Name, err), r.Destroy(context.WithoutCancel(ctx), t.Name))
+		return errors.Join(fmt.Errorf("deploy %s: %w", t.Name, err), r.Destroy(context.WithoutCancel(ctx), nodes))
 	}
-	return lab, nil
+	return nil
 }
 
 func (r Netns) build(ctx context.Context, t *Topology) error {
@@ -180,84 +200,14 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 	return h, nil
 }
 
-// Destroy removes a lab: it stops the lab's processes, removes its namespaces (and
-// with them every link inside) and its record. It keeps going past failures and
-// reports them all; destroying a lab that is already gone is not an error.
-func (r Netns) Destroy(ctx context.Context, lab string) error {
-	l, err := r.Store.Load(lab)
-	if errors.Is(err, state.ErrNoLab) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+// Destroy implements Runtime: it removes the nodes' namespaces, and with them
+// every link inside.
+func (Netns) Destroy(ctx context.Context, nodes []state.Node) error {
 	var errs []error
-	// Every process inside one of the lab's namespaces is the lab's (lvslab made
-	// them): this finds what a killed lvslab never recorded, and what exec started.
-	procs := append(l.Processes, processesIn(l.Namespaces)...)
-	for _, p := range procs {
-		errs = append(errs, p.Kill())
+	for _, n := range nodes {
+		errs = append(errs, removeNamedNetns(n.Namespace))
 	}
-	for _, p := range procs {
-		errs = append(errs, waitGone(ctx, p))
-	}
-	for _, ns := range l.Namespaces {
-		errs = append(errs, removeNamedNetns(ns))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("down %s: %w", lab, err)
-	}
-	return r.Store.Remove(lab)
-}
-
-// waitGone polls until p has exited (it holds namespaces, and so links, alive).
-func waitGone(ctx context.Context, p state.Process) error {
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(5 * time.Second)
-	for !p.Exited() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline:
-			return fmt.Errorf("%s (pid %d) did not exit", p.Role, p.Pid)
-		case <-tick.C:
-		}
-	}
-	return nil
-}
-
-// processesIn lists the processes whose network namespace is one of the named ones.
-func processesIn(names []string) []state.Process {
-	type id struct{ dev, ino uint64 }
-	want := map[id]bool{}
-	for _, n := range names {
-		var st unix.Stat_t
-		if err := unix.Stat(filepath.Join(node.NetnsDir, n), &st); err == nil {
-			want[id{st.Dev, st.Ino}] = true
-		}
-	}
-	if len(want) == 0 {
-		return nil
-	}
-	ents, _ := os.ReadDir("/proc")
-	var out []state.Process
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		var st unix.Stat_t
-		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !want[id{st.Dev, st.Ino}] {
-			continue
-		}
-		start, err := state.ProcessStartTime(pid)
-		if err != nil {
-			continue
-		}
-		out = append(out, state.Process{Role: "process in lab namespace", Pid: pid, StartTime: start})
-	}
-	return out
+	return errors.Join(errs...)
 }
 
 func removeNamedNetns(name string) error {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/lvslab/lvslab/pkg/node"
-	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -41,10 +40,14 @@ func TestDeployAndDestroy(t *testing.T) {
 		t.Fatal(err)
 	}
 	top.Name = "topotest"
-	rt := Netns{Store: state.Store{Dir: t.TempDir()}}
+	rt := Netns{}
 	ctx := context.Background()
-	t.Cleanup(func() { _ = rt.Destroy(ctx, "topotest") })
-	if _, err := rt.Deploy(ctx, top, ""); err != nil {
+	nodes, err := rt.NodeNamespaces(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Destroy(ctx, nodes) })
+	if err := rt.Deploy(ctx, top); err != nil {
 		t.Fatal(err)
 	}
 	// Each node has exactly the file's interfaces, up.
@@ -80,17 +83,20 @@ func TestDeployAndDestroy(t *testing.T) {
 	if c.Type() != "veth" {
 		t.Errorf("client eth1 is a %s", c.Type())
 	}
-	if _, err := rt.Deploy(ctx, top, ""); err == nil {
+	if err := rt.Deploy(ctx, top); err == nil {
 		t.Error("a second deploy of the same lab succeeded")
 	}
+	if _, err := rt.NodeNamespaces(top); err == nil {
+		t.Error("NodeNamespaces of a deployed lab did not fail")
+	}
 
-	if err := rt.Destroy(ctx, "topotest"); err != nil {
+	if err := rt.Destroy(ctx, nodes); err != nil {
 		t.Fatal(err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(node.NetnsDir, "clab-topotest-*")); len(m) != 0 {
 		t.Fatalf("left behind: %v", m)
 	}
-	if err := rt.Destroy(ctx, "topotest"); err != nil {
+	if err := rt.Destroy(ctx, nodes); err != nil {
 		t.Fatalf("second destroy: %v", err)
 	}
 }
@@ -105,7 +111,7 @@ func TestDeployRollsBack(t *testing.T) {
 	}
 	top.Name = "rollback"
 	made := 0
-	rt := Netns{Store: state.Store{Dir: t.TempDir()}, beforeLink: func(i int) error {
+	rt := Netns{beforeLink: func(i int) error {
 		if i == 1 {
 			m, _ := filepath.Glob(filepath.Join(node.NetnsDir, "clab-rollback-*"))
 			made = len(m)
@@ -114,14 +120,18 @@ func TestDeployRollsBack(t *testing.T) {
 		return nil
 	}}
 	ctx := context.Background()
-	t.Cleanup(func() { _ = rt.Destroy(ctx, "rollback") })
+	nodes, err := rt.NodeNamespaces(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Destroy(ctx, nodes) })
 	bystander := "clab-rollback-bystander" // same prefix, not the lab's
 	if _, err := newNamedNetns(bystander); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = removeNamedNetns(bystander) })
 
-	_, err = rt.Deploy(ctx, top, "")
+	err = rt.Deploy(ctx, top)
 	if err == nil || !strings.Contains(err.Error(), "injected fault") {
 		t.Fatalf("deploy error %v, want the injected fault", err)
 	}
@@ -131,8 +141,5 @@ func TestDeployRollsBack(t *testing.T) {
 	m, _ := filepath.Glob(filepath.Join(node.NetnsDir, "clab-rollback-*"))
 	if len(m) != 1 || filepath.Base(m[0]) != bystander {
 		t.Errorf("after rollback: %v, want only %s", m, bystander)
-	}
-	if _, err := rt.Store.Load("rollback"); err == nil {
-		t.Error("record left behind")
 	}
 }

@@ -146,8 +146,12 @@ func YAMLError(file string, err error) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-// ValidLabName reports whether name can name a lab (it becomes part of namespace names).
-func ValidLabName(name string) bool { return nameRE.MatchString(name) && len(name) <= 40 }
+// MaxLabName is the longest lab name: it becomes part of namespace (and
+// container) names, clab-<lab>-<node>.
+const MaxLabName = 40
+
+// ValidLabName reports whether name can name a lab.
+func ValidLabName(name string) bool { return nameRE.MatchString(name) && len(name) <= MaxLabName }
 
 // Load reads and validates a topology file.
 func Load(path string) (*Topology, error) {
@@ -173,7 +177,7 @@ func Parse(file string, data []byte) (*Topology, error) {
 		return nil, fail("name", "missing (the lab name)")
 	}
 	if !ValidLabName(raw.Name) {
-		return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most 40)", raw.Name)
+		return nil, fail("name", "%q is not a valid lab name (letters, digits, '-', '_'; at most %d)", raw.Name, MaxLabName)
 	}
 	t := &Topology{File: file, Name: raw.Name, Nodes: map[string]Node{}}
 	if len(raw.Topology.Nodes) == 0 {

@@ -3,6 +3,7 @@ package verify
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
 )
@@ -45,27 +46,27 @@ type changer interface {
 }
 
 // NewScheduler returns the model of a kernel scheduler; flags are ipvsadm's -b flags.
-func NewScheduler(name string, flags ...string) (Scheduler, error) {
+func NewScheduler(name lab.Scheduler, flags ...lab.SchedFlag) (Scheduler, error) {
 	switch name {
-	case "rr":
+	case lab.RR:
 		return &rr{}, nil
-	case "wrr":
+	case lab.WRR:
 		return &wrr{}, nil
-	case "lc":
+	case lab.LC:
 		return lc{}, nil
-	case "wlc":
+	case lab.WLC:
 		return weighted{overhead: (*Dest).overhead}, nil
-	case "sed":
+	case lab.SED:
 		return weighted{overhead: activePlusOne}, nil
-	case "nq":
+	case lab.NQ:
 		return nq{}, nil
-	case "fo":
+	case lab.FO:
 		return fo{}, nil
-	case "ovf":
+	case lab.OVF:
 		return ovf{}, nil
-	case "sh":
-		return &sh{port: slices.Contains(flags, "sh-port"), fallback: slices.Contains(flags, "sh-fallback")}, nil
-	case "dh":
+	case lab.SH:
+		return &sh{port: slices.Contains(flags, lab.SHPort), fallback: slices.Contains(flags, lab.SHFallback)}, nil
+	case lab.DH:
 		return &dh{}, nil
 	}
 	return nil, fmt.Errorf("no model of scheduler %q", name)
@@ -80,7 +81,7 @@ type Sim struct {
 }
 
 // NewSim returns an empty service run by the named scheduler's model.
-func NewSim(sched string, flags ...string) (*Sim, error) {
+func NewSim(sched lab.Scheduler, flags ...lab.SchedFlag) (*Sim, error) {
 	s, err := NewScheduler(sched, flags...)
 	if err != nil {
 		return nil, err

@@ -1,13 +1,14 @@
 package verify
 
 import (
+	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 )
 
-func sim(t *testing.T, sched string, servers string, flags ...string) *Sim {
+func sim(t *testing.T, sched lab.Scheduler, servers string, flags ...lab.SchedFlag) *Sim {
 	t.Helper()
 	s, err := NewSim(sched, flags...)
 	if err != nil {
@@ -34,10 +35,11 @@ func TestListOrderIsReverseInsertion(t *testing.T) {
 // distribution specs (same weights, same insertion order: A=web1, B=web2, C=web3).
 func TestModels(t *testing.T) {
 	for _, c := range []struct {
-		sched, servers string
-		n              int
-		hold           bool
-		want           string
+		sched   lab.Scheduler
+		servers string
+		n       int
+		hold    bool
+		want    string
 	}{
 		{"rr", "A1 B1", 6, false, "BABABA"},
 		{"rr", "A1 B0 C1", 6, false, "CACACA"},         // weight 0: quiesced, skipped

@@ -1,4 +1,4 @@
-package scenario
+package verify
 
 import (
 	"context"
@@ -12,16 +12,14 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
-	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
-	"github.com/lvslab/lvslab/pkg/state"
-	"github.com/lvslab/lvslab/pkg/verify"
 )
 
-// Result is the outcome of one check.
-type Result struct {
+// Outcome is the outcome of one check.
+type Outcome struct {
 	Check     string         `json:"check"`
-	Kind      string         `json:"kind"`
+	Kind      lab.CheckKind  `json:"kind"`
 	What      string         `json:"what"`
 	Passed    bool           `json:"passed"`
 	Skipped   bool           `json:"skipped,omitempty"`
@@ -40,18 +38,21 @@ type Reply struct {
 	MAC  string `json:"mac"`
 }
 
-// Verifier runs a scenario's checks against a running lab.
-type Verifier struct {
-	Scenario *Scenario
-	Lab      *state.Lab
-	Driver   string // "go" (default) or "curl"
-	Fresh    bool   // the lab was just built: scheduler positions are at their start
+// Judge runs a scenario's checks against a running lab and judges what it sees.
+type Judge struct {
+	Spec     *lab.Spec            // what the lab holds
+	Checks   []lab.Check          // what to check, in order
+	Nodes    map[string]node.Node // the lab's nodes
+	Lab      string               // the lab's name, for messages
+	Director string               // the node holding the IPVS services
+	Driver   lab.Driver           // go (default) or curl
+	Fresh    bool                 // the lab was just built: scheduler positions are at their start
 }
 
 // Run runs every check in order.
-func (v *Verifier) Run(ctx context.Context) []Result {
-	var out []Result
-	for _, c := range v.Scenario.Checks {
+func (v *Judge) Run(ctx context.Context) []Outcome {
+	var out []Outcome
+	for _, c := range v.Checks {
 		t := time.Now()
 		r := v.run(ctx, c)
 		r.Check, r.Kind, r.What, r.Duration = c.Name, c.Kind(), c.Describe(), time.Since(t)
@@ -60,24 +61,23 @@ func (v *Verifier) Run(ctx context.Context) []Result {
 	return out
 }
 
-func (v *Verifier) run(ctx context.Context, c Check) Result {
-	nodes := Nodes(v.Lab)
-	from, ok := nodes[c.From]
+func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
+	from, ok := v.Nodes[c.From]
 	if !ok {
-		return Result{Message: fmt.Sprintf("node %s is not in lab %s", c.From, v.Lab.Name)}
+		return Outcome{Message: fmt.Sprintf("node %s is not in lab %s", c.From, v.Lab)}
 	}
-	if c.Kind() == "arp" {
+	if c.Kind() == lab.CheckARP {
 		return v.runARP(ctx, c, from)
 	}
 	var srcs []netip.Addr
 	if c.Sources > 0 {
 		first, err := sourceBase(from, c.Dev)
 		if err != nil {
-			return Result{Message: err.Error()}
+			return Outcome{Message: err.Error()}
 		}
-		added, remove, err := verify.AddSources(from, c.Dev, first, c.Sources)
+		added, remove, err := AddSources(from, c.Dev, first, c.Sources)
 		if err != nil {
-			return Result{Message: err.Error()}
+			return Outcome{Message: err.Error()}
 		}
 		defer remove()
 		srcs = added
@@ -85,22 +85,22 @@ func (v *Verifier) run(ctx context.Context, c Check) Result {
 		srcs = []netip.Addr{{}}
 	}
 
-	var r Result
+	var r Outcome
 	var perSource [][]string
 	var errs []error
 	for _, src := range srcs {
-		var got verify.Result
+		var got Result
 		switch {
-		case c.Kind() == "udp":
-			got = verify.UDPClient{From: from}.Send(ctx, c.UDP, c.Requests)
-		case v.Driver == "curl":
-			cc := verify.CurlClient{From: from}
+		case c.Kind() == lab.CheckUDP:
+			got = UDPClient{From: from}.Send(ctx, c.UDP, c.Requests)
+		case v.Driver == lab.DriverCurl:
+			cc := CurlClient{From: from}
 			if src.IsValid() {
 				cc.Source = src.String()
 			}
 			got = cc.Get(ctx, c.HTTP, c.Requests)
 		default:
-			got = verify.HTTPClient{From: from, Source: src}.Get(ctx, c.HTTP, c.Requests)
+			got = HTTPClient{From: from, Source: src}.Get(ctx, c.HTTP, c.Requests)
 		}
 		perSource = append(perSource, got.Sequence)
 		r.Observed = append(r.Observed, got.Sequence...)
@@ -125,14 +125,14 @@ func (v *Verifier) run(ctx context.Context, c Check) Result {
 			r.Skipped, r.Message = true, why
 		} else {
 			r.Predicted = pred
-			if i := verify.FirstDivergence(pred, r.Observed); i >= 0 {
+			if i := FirstDivergence(pred, r.Observed); i >= 0 {
 				problems = append(problems, fmt.Sprintf("first divergence at request %d: expected %s, observed %s", i+1, at(pred, i), at(r.Observed, i)))
 			}
 		}
 	}
 	if c.Expect.Sequence != nil {
 		r.Predicted = c.Expect.Sequence
-		if i := verify.FirstDivergence(c.Expect.Sequence, r.Observed); i >= 0 {
+		if i := FirstDivergence(c.Expect.Sequence, r.Observed); i >= 0 {
 			problems = append(problems, fmt.Sprintf("first divergence at request %d: expected %s, observed %s", i+1, at(c.Expect.Sequence, i), at(r.Observed, i)))
 		}
 	}
@@ -174,7 +174,7 @@ func at(s []string, i int) string {
 // sourceBase is where extra source addresses start: host .100 of the first IPv4
 // prefix on dev.
 func sourceBase(n node.Node, dev string) (netip.Prefix, error) {
-	addrs, err := Addresses(n)
+	addrs, err := n.Addresses()
 	if err != nil {
 		return netip.Prefix{}, err
 	}
@@ -192,10 +192,10 @@ func sourceBase(n node.Node, dev string) (netip.Prefix, error) {
 }
 
 // service finds the IPVS service a check's traffic goes to.
-func (v *Verifier) service(c Check) (apply.Service, bool) {
-	d, _ := v.Scenario.Node(v.Scenario.Director())
+func (v *Judge) service(c lab.Check) (lab.Service, bool) {
+	d, _ := v.Spec.Node(v.Director)
 	var dst netip.AddrPort
-	if c.Kind() == "udp" {
+	if c.Kind() == lab.CheckUDP {
 		dst = c.UDP
 	} else if u, err := url.Parse(c.HTTP); err == nil {
 		port := map[string]uint64{"http": 80, "https": 443}[u.Scheme]
@@ -216,51 +216,45 @@ func (v *Verifier) service(c Check) (apply.Service, bool) {
 			return s, true
 		}
 	}
-	return apply.Service{}, false
+	return lab.Service{}, false
 }
 
 // predict runs the scheduler's model for the check's connections, from the
 // kernel's list order (read back) and, for a lab that has served traffic, its
 // connection counts. It returns nil and why when it cannot predict.
-func (v *Verifier) predict(c Check, srcs []netip.Addr) ([]string, string) {
+func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
 	svc, ok := v.service(c)
 	if !ok {
 		return nil, "no IPVS service matches the check's destination"
 	}
-	t, err := ipvsadm.Read(Nodes(v.Lab)[v.Lab.Director])
+	t, err := apply.ReadTable(v.Nodes[v.Director])
 	if err != nil {
 		return nil, err.Error()
 	}
-	var entry *ipvsadm.ServiceEntry
-	for i, e := range t.Model() {
-		if e.Key() == svc.Key() {
-			entry = &t.Services[i]
-		}
-	}
+	entry := t.Find(svc.Key())
 	if entry == nil {
 		return nil, "the service " + svc.Key() + " is not in the kernel"
 	}
 	// The kernel folds its connection counter in every 2 s (ip_vs_est.c), so it
 	// lags; the live per-server counts cover the 2 minutes of TIME_WAIT after.
-	served := entry.Service.Stats.Connections > 0
-	for _, d := range entry.Destinations {
-		served = served || d.ActiveConnections+d.InactiveConnections > 0
+	served := entry.Connections > 0
+	for _, c := range entry.Conns {
+		served = served || c.Active+c.Inactive > 0
 	}
-	if served && !v.Fresh && (svc.Scheduler == "rr" || svc.Scheduler == "wrr") {
-		return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Service.Stats.Connections)
+	if served && !v.Fresh && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
+		return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections)
 	}
-	sim, err := verify.NewSim(svc.Scheduler, svc.SchedFlags...)
+	sim, err := NewSim(svc.Scheduler, svc.SchedFlags...)
 	if err != nil {
 		return nil, err.Error()
 	}
 	// Re-create the list in insertion order (the kernel lists it reversed).
-	for i := len(entry.Destinations) - 1; i >= 0; i-- {
-		d := entry.Destinations[i]
-		a, _ := netip.AddrFromSlice(d.Address)
-		sim.AddDest(v.Scenario.OwnerOf(a.Unmap()), d.Weight)
+	for i := len(entry.Servers) - 1; i >= 0; i-- {
+		d := entry.Servers[i]
+		sim.AddDest(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight)
 	}
-	for i, d := range entry.Destinations {
-		sim.Dests[i].Active, sim.Dests[i].Inactive = d.ActiveConnections, d.InactiveConnections
+	for i, c := range entry.Conns {
+		sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
 	}
 	vip := svc.Addr.Addr()
 	sticky := map[netip.Prefix]string{}
@@ -277,19 +271,19 @@ func (v *Verifier) predict(c Check, srcs []netip.Addr) ([]string, string) {
 					out = append(out, who)
 					continue
 				}
-				who := sim.Connect(verify.Request{Src: s, Dst: vip}, false)
+				who := sim.Connect(Request{Src: s, Dst: vip}, false)
 				sticky[key] = who
 				out = append(out, who)
 				continue
 			}
-			out = append(out, sim.Connect(verify.Request{Src: s, Dst: vip}, false))
+			out = append(out, sim.Connect(Request{Src: s, Dst: vip}, false))
 		}
 	}
 	return out, ""
 }
 
-func (v *Verifier) clientAddr(name string) netip.Addr {
-	n, _ := v.Scenario.Node(name)
+func (v *Judge) clientAddr(name string) netip.Addr {
+	n, _ := v.Spec.Node(name)
 	for _, a := range n.Addresses {
 		if a.Dev != "lo" {
 			return a.Prefix.Addr()
@@ -298,18 +292,20 @@ func (v *Verifier) clientAddr(name string) netip.Addr {
 	return netip.Addr{}
 }
 
-func (v *Verifier) runARP(ctx context.Context, c Check, from node.Node) Result {
-	var r Result
-	replies, err := verify.ProbeARP(ctx, from, c.Dev, c.ARP, 300*time.Millisecond)
+func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome {
+	var r Outcome
+	replies, err := ProbeARP(ctx, from, c.Dev, c.ARP, 300*time.Millisecond)
 	if err != nil {
-		return Result{Message: err.Error()}
+		return Outcome{Message: err.Error()}
 	}
 	owners := map[string]string{}
-	for name, n := range Nodes(v.Lab) {
-		for _, dev := range v.Scenario.Topology.Interfaces(name) {
-			if mac, err := verify.MAC(n, dev); err == nil {
-				owners[mac.String()] = name
-			}
+	for name, n := range v.Nodes {
+		macs, err := n.MACs()
+		if err != nil {
+			return Outcome{Message: err.Error()}
+		}
+		for _, mac := range macs {
+			owners[mac] = name
 		}
 	}
 	var who []string

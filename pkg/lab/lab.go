@@ -1,13 +1,23 @@
-// Package apply turns a validated lab specification into kernel state inside each
-// node's network namespace: addresses, routes, sysctls, IPVS services and their
-// real servers, and the web servers. It reads state back from the kernel and only
-// changes what differs, so applying the same spec twice changes nothing.
-package apply
+// Package lab holds lvslab's typed lab data: what each node of a lab should hold
+// (addresses, routes, sysctls, IPVS services and real servers, firewall marks, web
+// servers, commands), the checks a scenario declares, and the registries of
+// schedulers, forwarding methods and protocols the kernel knows. It is the floor
+// every other package stands on; nothing in it touches the kernel.
+package lab
 
 import (
 	"fmt"
 	"net/netip"
 	"strings"
+)
+
+// Runtime names how a lab's nodes are made.
+type Runtime string
+
+// Runtimes.
+const (
+	RuntimeNetns        Runtime = "netns"        // one named network namespace per node
+	RuntimeContainerlab Runtime = "containerlab" // Docker containers deployed by containerlab
 )
 
 // Spec is the desired state of a lab, node by node.
@@ -28,13 +38,74 @@ type NodeSpec struct {
 	Commands  [][]string
 }
 
+// Director returns the node that holds IPVS services, or "".
+func (s *Spec) Director() string {
+	for _, n := range s.Nodes {
+		if len(n.Services) > 0 {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// Node returns the spec of a node.
+func (s *Spec) Node(name string) (NodeSpec, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodeSpec{}, false
+}
+
+// OwnerOf returns the node that holds address a, or "".
+func (s *Spec) OwnerOf(a netip.Addr) string {
+	for _, n := range s.Nodes {
+		for _, x := range n.Addresses {
+			if x.Prefix.Addr() == a {
+				return n.Name
+			}
+		}
+	}
+	return ""
+}
+
+// Modules are the kernel modules the spec needs loaded: IPVS and each scheduler
+// it uses, and those of firewall marks.
+func (s *Spec) Modules() []string {
+	var mods []string
+	seen := map[string]bool{}
+	add := func(m ...string) {
+		for _, x := range m {
+			if !seen[x] {
+				seen[x] = true
+				mods = append(mods, x)
+			}
+		}
+	}
+	for _, n := range s.Nodes {
+		if len(n.Services) > 0 {
+			add(ModuleIPVS)
+		}
+		for _, svc := range n.Services {
+			add(svc.Scheduler.Module())
+		}
+		if len(n.Marks) > 0 {
+			add(MarkModules()...)
+		}
+	}
+	return mods
+}
+
 // Address is an address on an interface.
 type Address struct {
 	Dev    string
 	Prefix netip.Prefix
 }
 
-// Route is a route; Dst is 0.0.0.0/0 for the default route.
+func (a Address) String() string { return a.Prefix.String() + " dev " + a.Dev }
+
+// Route is a route; Dst is 0.0.0.0/0 (or ::/0) for the default route.
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr // zero for a device route
@@ -56,6 +127,8 @@ func (r Route) String() string {
 type Sysctl struct {
 	Key, Value string
 }
+
+func (s Sysctl) String() string { return s.Key + "=" + s.Value }
 
 // ValidSysctlKey reports why key cannot be set by lvslab, or nil. Only keys under
 // "net." are namespaced per node; anything else would change the whole kernel.
@@ -82,64 +155,6 @@ type Timeouts struct {
 	TCP, TCPFin, UDP int
 }
 
-// Forwarding methods of a real server.
-const (
-	MethodNAT    = "nat"    // ipvsadm -m, masquerading
-	MethodDR     = "dr"     // ipvsadm -g, gatewaying (the kernel's default)
-	MethodTunnel = "tunnel" // ipvsadm -i, IP-in-IP
-)
-
-// Service is an IPVS virtual service.
-type Service struct {
-	Protocol   string         // "tcp" or "udp"; empty for a firewall-mark service
-	Addr       netip.AddrPort // virtual address; zero for a firewall-mark service
-	FWMark     uint32         // firewall mark (ipvsadm -f); 0 for an address service
-	IPv6       bool           // address family of a firewall-mark service (ipvsadm -6)
-	Scheduler  string
-	SchedFlags []string // sh-fallback, sh-port, mh-fallback, mh-port (ipvsadm -b)
-	Persistent bool     // ipvsadm -p
-	Timeout    uint32   // persistence timeout in seconds (300 when -p has no value)
-	Netmask    int      // persistence granularity as a prefix length: 32 (or 128) by default (-M)
-	Servers    []Server
-}
-
-// Is6 reports whether the service is IPv6.
-func (s Service) Is6() bool {
-	if s.FWMark != 0 {
-		return s.IPv6
-	}
-	return s.Addr.Addr().Is6()
-}
-
-// Key identifies the service the way the kernel does.
-func (s Service) Key() string {
-	if s.FWMark != 0 {
-		if s.IPv6 {
-			return fmt.Sprintf("fwm6:%d", s.FWMark)
-		}
-		return fmt.Sprintf("fwm:%d", s.FWMark)
-	}
-	return s.Protocol + ":" + s.Addr.String()
-}
-
-// MaxNetmask is the netmask prefix length that puts every client in its own
-// persistence group: 32 for IPv4, 128 for IPv6.
-func (s Service) MaxNetmask() int {
-	if s.Is6() {
-		return 128
-	}
-	return 32
-}
-
-// Server is a real server of a service.
-type Server struct {
-	Addr   netip.AddrPort
-	Method string
-	Weight int    // 0..65535; 0 quiesces the server (no new connections)
-	Upper  uint32 // connection thresholds (ipvsadm -x, -y); 0 for none
-	Lower  uint32
-}
-
 // Web is the built-in web server: it answers on each port with the node's name.
 type Web struct {
 	HTTP  []uint16
@@ -151,8 +166,12 @@ type Web struct {
 // `iptables -t mangle -A PREROUTING -d VIP -p tcp -m multiport --dports 80,443
 // -j MARK --set-mark 10` does; an IPVS firewall-mark service then takes them.
 type Mark struct {
-	Protocol    string
+	Protocol    Protocol
 	Destination netip.Addr
 	Ports       []uint16
 	Mark        uint32
+}
+
+func (m Mark) String() string {
+	return fmt.Sprintf("mark %s %s:%v with %d", m.Protocol, m.Destination, m.Ports, m.Mark)
 }

@@ -1,4 +1,4 @@
-package scenario
+package runner
 
 import (
 	"context"
@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
 // benchSetup skips where the benchmarks cannot run and returns the NAT scenario
 // under the lab name, with a runner of its own.
-func benchSetup(b *testing.B, name string) (*Scenario, *Runner) {
+func benchSetup(b *testing.B, name string) (*scenario.Scenario, *Runner) {
 	b.Helper()
 	if os.Getuid() != 0 {
 		b.Skip("needs root")
@@ -25,7 +26,7 @@ func benchSetup(b *testing.B, name string) (*Scenario, *Runner) {
 	if self == "" {
 		self = "../../bin/lvslab"
 	}
-	s, err := Load("../../scenarios/nat-rr.yaml")
+	s, err := scenario.Load("../../scenarios/nat-rr.yaml")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func BenchmarkClientThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Down(ctx, "throughput")
-	client := Nodes(lab)["client"]
+	client := lab.Handles()["client"]
 	const goN, curlN = 200, 20
 	var goTime, curlTime time.Duration
 	b.ResetTimer()

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/runner"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// localBackend runs labs on the kernel lvslab runs on.
+type localBackend struct {
+	app *app
+}
+
+func store() state.Store { return state.Store{Dir: state.DefaultDir} }
+
+// load reads a scenario and renames its lab when asked.
+func load(file, name string) (*scenario.Scenario, error) {
+	s, err := scenario.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
+		if err := s.Rename(name); err != nil {
+			return nil, usageError{fmt.Errorf("--name: %w", err)}
+		}
+	}
+	return s, nil
+}
+
+func (b *localBackend) runner() (*runner.Runner, error) {
+	r, err := runner.New()
+	if err != nil {
+		return nil, err
+	}
+	r.Log = func(step string, err error) {
+		if err != nil {
+			b.app.logf("✗ %s\n", step)
+		} else {
+			b.app.logf("✓ %s\n", step)
+		}
+	}
+	return r, nil
+}
+
+func (b *localBackend) Up(ctx context.Context, o UpOptions) error {
+	s, err := load(o.Scenario, o.Name)
+	if err != nil {
+		return err
+	}
+	r, err := b.runner()
+	if err != nil {
+		return err
+	}
+	r.Keep = o.Keep
+	t := time.Now()
+	l, err := r.Up(ctx, s)
+	if err != nil {
+		return err
+	}
+	b.app.logf("lab %s is up in %.2fs\n", l.Name, time.Since(t).Seconds())
+	if hint := tryHint(s); hint != "" {
+		b.app.logf("  try: %s\n", hint)
+	}
+	return nil
+}
+
+func (b *localBackend) Apply(ctx context.Context, o ApplyOptions) error {
+	s, err := load(o.Scenario, o.Name)
+	if err != nil {
+		return err
+	}
+	r, err := b.runner()
+	if err != nil {
+		return err
+	}
+	changes, err := r.Apply(ctx, s)
+	for _, c := range changes {
+		b.app.logf("  %s\n", c)
+	}
+	if err != nil {
+		return err
+	}
+	b.app.logf("✓ lab %s matches %s (%d changes)\n", s.Name, o.Scenario, len(changes))
+	return nil
+}
+
+func (b *localBackend) Down(ctx context.Context, labs []string) error {
+	if len(labs) == 0 {
+		var err error
+		if labs, err = store().List(); err != nil {
+			return err
+		}
+	}
+	r, err := b.runner()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range labs {
+		if err := r.Down(ctx, l); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b.app.logf("✓ lab %s removed\n", l)
+	}
+	return errors.Join(errs...)
+}
+
+func (b *localBackend) Status(_ context.Context, labs []string) error {
+	names, err := store().List()
+	if err != nil {
+		return err
+	}
+	shown := 0
+	for _, name := range names {
+		if len(labs) > 0 && !slices.Contains(labs, name) {
+			continue
+		}
+		l, err := store().Load(name)
+		if err != nil {
+			return err
+		}
+		if err := writeStatus(b.app.stdout, l); err != nil {
+			return err
+		}
+		shown++
+	}
+	if shown == 0 {
+		fmt.Fprintln(b.app.stdout, "no labs")
+	}
+	return nil
+}
+
+// findLab returns the recorded lab holding node (or the named lab).
+func findLab(labName, nodeName string) (*state.Lab, error) {
+	names, err := store().List()
+	if err != nil {
+		return nil, err
+	}
+	var found []*state.Lab
+	for _, name := range names {
+		if labName != "" && name != labName {
+			continue
+		}
+		l, err := store().Load(name)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := l.Node(nodeName); nodeName == "" || ok {
+			found = append(found, l)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, state.ErrNoLab
+	case 1:
+		return found[0], nil
+	}
+	return nil, usageError{errors.New("more than one lab matches; name one with --lab")}
+}
+
+func (b *localBackend) Exec(ctx context.Context, o ExecOptions) error {
+	l, err := findLab(o.Lab, o.Node)
+	if err != nil {
+		return fmt.Errorf("exec: node %s: %w", o.Node, err)
+	}
+	cmd := exec.CommandContext(ctx, o.Argv[0], o.Argv[1:]...)
+	cmd.Stdout, cmd.Stderr = b.app.stdout, b.app.stderr
+	if o.Stdin {
+		cmd.Stdin = b.app.stdin
+	}
+	err = l.Handles()[o.Node].Run(cmd)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return errExit(ee.ExitCode())
+	}
+	return err
+}
+
+func (b *localBackend) IPVS(_ context.Context, o IPVSOptions) error {
+	l, err := findLab(o.Lab, "")
+	if err != nil {
+		return err
+	}
+	if l.Director == "" {
+		return fmt.Errorf("lab %s has no director", l.Name)
+	}
+	t, err := apply.ReadTable(l.Handles()[l.Director])
+	if err != nil {
+		return err
+	}
+	w := b.app.stdout
+	both := o.List == o.Save
+	if o.List || both {
+		if err := ipvsadm.WriteList(w, t); err != nil {
+			return err
+		}
+	}
+	if both {
+		fmt.Fprintln(w, "\n# ipvsadm-save -n")
+	}
+	if o.Save || both {
+		return ipvsadm.WriteSave(w, t.Specs())
+	}
+	return nil
+}
+
+func (b *localBackend) GC(ctx context.Context) error {
+	r, err := b.runner()
+	if err != nil {
+		return err
+	}
+	labs, err := r.GC(ctx)
+	for _, l := range labs {
+		b.app.logf("✓ lab %s removed\n", l)
+	}
+	return err
+}
+
+func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
+	var s *scenario.Scenario
+	j := &verify.Judge{Driver: o.Driver}
+	if isFile(o.Target) {
+		var err error
+		if s, err = scenario.Load(o.Target); err != nil {
+			return err
+		}
+		// A fresh lab of its own: exact predictions need a director that has
+		// served nothing yet, and a lab of the scenario may be up already.
+		if err := s.Rename(verifyName(s.Name)); err != nil {
+			return err
+		}
+		r, err := b.runner()
+		if err != nil {
+			return err
+		}
+		r.Log = nil
+		l, err := r.Up(ctx, s)
+		if err != nil {
+			return err
+		}
+		if !o.Keep {
+			defer r.Down(context.WithoutCancel(ctx), s.Name)
+		}
+		j.Nodes, j.Lab, j.Director, j.Fresh = l.Handles(), l.Name, l.Director, true
+	} else {
+		l, err := store().Load(o.Target)
+		if err != nil {
+			return err
+		}
+		if s, err = scenario.Parse(l.Scenario, []byte(l.Applied)); err != nil {
+			return fmt.Errorf("verify: lab %s: its scenario: %w", o.Target, err)
+		}
+		if err := s.Rename(l.Name); err != nil {
+			return err
+		}
+		j.Nodes, j.Lab, j.Director = l.Handles(), l.Name, l.Director
+	}
+	if len(s.Checks) == 0 {
+		return fmt.Errorf("verify: %s declares no checks (add a checks: section)", o.Target)
+	}
+	j.Spec, j.Checks = &s.Spec, s.Checks
+	return report(ctx, b.app.stdout, o, s, j)
+}

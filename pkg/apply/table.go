@@ -1,0 +1,64 @@
+package apply
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/moby/ipvs"
+)
+
+// ReadTable takes a snapshot of the IPVS table in n's namespace: services sorted
+// as ipvsadm -Ln sorts them, real servers in the kernel's list order, with their
+// live connection counts.
+func ReadTable(n node.Node) (*lab.Table, error) {
+	h, err := ipvs.New(n.NSPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: IPVS netlink: %w", n.Name, err)
+	}
+	defer h.Close()
+	t := &lab.Table{}
+	err = n.Do(func() error {
+		f, err := os.Open("/proc/thread-self/net/ip_vs")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		t.Header = strings.TrimSpace(line)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.Name, err)
+	}
+	svcs, err := h.GetServices()
+	if err != nil {
+		return nil, fmt.Errorf("%s: list IPVS services: %w", n.Name, err)
+	}
+	for _, k := range svcs {
+		ds, err := h.GetDestinations(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list real servers: %w", n.Name, err)
+		}
+		ts := lab.TableService{Service: fromKernelService(k), Connections: k.Stats.Connections}
+		for _, d := range ds {
+			ts.Servers = append(ts.Servers, fromKernelDest(d))
+			ts.Conns = append(ts.Conns, lab.ServerConns{Active: uint32(d.ActiveConnections), Inactive: uint32(d.InactiveConnections)})
+		}
+		t.Services = append(t.Services, ts)
+	}
+	sort.SliceStable(t.Services, func(i, j int) bool { return listOrder(t.Services[i].Service) < listOrder(t.Services[j].Service) })
+	return t, nil
+}
+
+// listOrder sorts address services (by protocol and address) before firewall marks.
+func listOrder(s lab.Service) string {
+	if s.FWMark != 0 {
+		return fmt.Sprintf("2 %010d", s.FWMark)
+	}
+	return fmt.Sprintf("1 %s %s", strings.ToUpper(string(s.Protocol)), s.Addr)
+}

@@ -1,0 +1,311 @@
+// Package runner brings labs up, applies edited scenarios to them, and takes
+// them down again, on the kernel it runs on. It is the only writer of lab
+// records (pkg/state): a lab is recorded before anything of it exists, so that
+// Down and GC find everything after a crash or kill -9.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/kmod"
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/topo"
+)
+
+// Runner brings scenarios up and down on the kernel it runs on.
+type Runner struct {
+	Store   state.Store
+	Runtime topo.Runtime                 // how new labs' nodes are made; netns when nil
+	Self    string                       // the lvslab binary, run as the web daemon
+	Modules string                       // module tree to load IPVS from; the running kernel's when empty
+	Keep    bool                         // keep a half-built lab on failure, for inspection
+	Log     func(step string, err error) // called after each step; may be nil
+}
+
+// New returns a Runner with the default state directory, running this binary.
+func New() (*Runner, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{Store: state.Store{Dir: state.DefaultDir}, Self: self}, nil
+}
+
+// Runtime returns the topology runtime of that name.
+func Runtime(name lab.Runtime) (topo.Runtime, error) {
+	switch name {
+	case lab.RuntimeNetns, "":
+		return topo.Netns{}, nil
+	}
+	return nil, fmt.Errorf("runtime %q is not available in this lvslab (netns)", name)
+}
+
+func (r *Runner) step(name string, err error) error {
+	if r.Log != nil {
+		r.Log(name, err)
+	}
+	return err
+}
+
+func (r *Runner) logDir(labName string) string {
+	return filepath.Join(filepath.Dir(r.Store.Dir), "logs", labName)
+}
+
+func (r *Runner) loadModules(spec *lab.Spec) error {
+	mods := spec.Modules()
+	if len(mods) == 0 {
+		return nil
+	}
+	loader := &kmod.Loader{Dir: r.Modules}
+	if loader.Dir == "" {
+		loader.Dir = kmod.DefaultDir()
+	}
+	if err := loader.Load(mods...); err != nil {
+		if _, statErr := os.Stat("/proc/net/ip_vs"); statErr != nil {
+			return fmt.Errorf("this kernel cannot do IPVS (use --kernel uml): %w", err)
+		}
+	}
+	return nil
+}
+
+// Up builds the scenario's lab: topology, kernel state, web servers, and waits until
+// every web server answers. On failure (ctx ending included) it removes what it
+// built unless r.Keep.
+func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, error) {
+	if err := r.loadModules(&s.Spec); err != nil {
+		return nil, r.step("load IPVS modules", err)
+	}
+	if _, err := r.Store.Load(s.Name); err == nil {
+		return nil, fmt.Errorf("lab %q is already up (lvslab down %s)", s.Name, s.Name)
+	}
+	rt := r.Runtime
+	if rt == nil {
+		rt = topo.Netns{}
+	}
+	nodes, err := rt.NodeNamespaces(s.Topology)
+	if err != nil {
+		return nil, err
+	}
+	l := &state.Lab{
+		Name: s.Name, Runtime: rt.Name(), Topology: topo.AbsPath(s.Topology.File), Scenario: topo.AbsPath(s.File),
+		Nodes: nodes, Director: s.Director(),
+	}
+	// Recorded before anything exists: a crash from here on leaves a record that
+	// names everything to remove.
+	if err := r.Store.Save(l); err != nil {
+		return nil, err
+	}
+	fail := func(step string, err error) (*state.Lab, error) {
+		err = fmt.Errorf("up %s: %s: %w", s.Name, step, err)
+		r.step(step, err)
+		if !r.Keep {
+			if derr := r.Down(context.WithoutCancel(ctx), s.Name); derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+		return nil, err
+	}
+	if err := rt.Deploy(ctx, s.Topology); err != nil {
+		return fail("topology "+s.Topology.File, err)
+	}
+	r.step("topology "+s.Topology.File, nil)
+	handles := l.Handles()
+	if _, err := apply.Apply(ctx, handles, s.Spec); err != nil {
+		return fail("apply", err)
+	}
+	if err := readBack(ctx, handles, s.Spec); err != nil {
+		return fail("apply", err)
+	}
+	r.step("apply (read back from the kernel)", nil)
+	starter := apply.Starter{Self: r.Self, LogDir: r.logDir(s.Name)}
+	procs, err := starter.Start(ctx, handles, s.Spec)
+	if err != nil {
+		return fail("start services", err)
+	}
+	l.Processes = procs
+	if err := WaitWeb(ctx, handles, s.Spec); err != nil {
+		return fail("web servers", err)
+	}
+	l.Applied = string(s.Source)
+	if err := r.Store.Save(l); err != nil {
+		return fail("record", err)
+	}
+	r.step("web servers answering", nil)
+	return l, nil
+}
+
+// readBack reads every node's state from the kernel and fails with the
+// differences from spec, if any.
+func readBack(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) error {
+	diff, err := apply.Check(ctx, nodes, spec)
+	if err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if len(diff) > 0 {
+		lines := make([]string, len(diff))
+		for i, d := range diff {
+			lines[i] = "  " + d.String()
+		}
+		return fmt.Errorf("the kernel disagrees with the scenario after applying it:\n%s", strings.Join(lines, "\n"))
+	}
+	return nil
+}
+
+// Apply brings a running lab to scenario s: only what differs from the kernel
+// changes (a weight edit edits that real server); what the previously applied
+// scenario declared and s does not is removed; the web servers restart only if
+// their configuration changed. It returns the writes made.
+func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Change, error) {
+	l, err := r.Store.Load(s.Name)
+	if err != nil {
+		return nil, err
+	}
+	if l.Topology != topo.AbsPath(s.Topology.File) {
+		return nil, fmt.Errorf("apply %s: the lab was built from %s, the scenario names %s: bring it down and up instead", s.Name, l.Topology, s.Topology.File)
+	}
+	var old *scenario.Scenario
+	if l.Applied != "" {
+		old, err = scenario.Parse(l.Scenario, []byte(l.Applied))
+		if err != nil {
+			old = nil // the previous text no longer parses (e.g. its topology moved): nothing to remove
+		}
+	}
+	handles := l.Handles()
+	var changes []apply.Change
+	if old != nil {
+		ch, err := apply.Remove(ctx, handles, old.Spec, s.Spec)
+		changes = append(changes, ch...)
+		if err != nil {
+			return changes, err
+		}
+	}
+	if err := r.loadModules(&s.Spec); err != nil {
+		return changes, err
+	}
+	ch, err := apply.Apply(ctx, handles, s.Spec)
+	changes = append(changes, ch...)
+	if err != nil {
+		return changes, err
+	}
+	if err := readBack(ctx, handles, s.Spec); err != nil {
+		return changes, err
+	}
+	if old == nil || !sameProcesses(old.Spec, s.Spec) {
+		for _, p := range l.Processes {
+			_ = p.Kill()
+		}
+		starter := apply.Starter{Self: r.Self, LogDir: r.logDir(s.Name)}
+		procs, err := starter.Start(ctx, handles, s.Spec)
+		if err != nil {
+			return changes, err
+		}
+		l.Processes = procs
+		changes = append(changes, apply.Change{Node: "lab", What: "restart web servers and commands"})
+		if err := WaitWeb(ctx, handles, s.Spec); err != nil {
+			return changes, err
+		}
+	}
+	l.Director = s.Director()
+	l.Scenario = topo.AbsPath(s.File)
+	l.Applied = string(s.Source)
+	return changes, r.Store.Save(l)
+}
+
+func sameProcesses(a, b lab.Spec) bool {
+	procs := func(s lab.Spec) map[string]string {
+		m := map[string]string{}
+		for _, n := range s.Nodes {
+			m[n.Name] = fmt.Sprintf("%+v %q", n.Web, n.Commands)
+		}
+		return m
+	}
+	return maps.Equal(procs(a), procs(b))
+}
+
+// WaitWeb waits until each web server accepts a connection inside its own node.
+func WaitWeb(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) error {
+	for _, ns := range spec.Nodes {
+		if ns.Web == nil {
+			continue
+		}
+		for _, port := range append(ns.Web.HTTP, ns.Web.HTTPS...) {
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			err := nodes[ns.Name].Do(func() error {
+				c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", ns.Name, addr, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Down removes a lab: it stops every process in the lab's namespaces (recorded
+// or not), removes its nodes, its logs and its record. It keeps going past
+// failures and reports them all; removing a lab that is not up is not an error.
+func (r *Runner) Down(ctx context.Context, name string) error {
+	l, err := r.Store.Load(name)
+	if errors.Is(err, state.ErrNoLab) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	rt, err := Runtime(l.Runtime)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	procs := append(l.Processes, state.ProcessesIn(l.Namespaces())...)
+	for _, p := range procs {
+		errs = append(errs, p.Kill())
+	}
+	for _, p := range procs {
+		errs = append(errs, p.WaitExited(ctx, 5*time.Second))
+	}
+	errs = append(errs, rt.Destroy(ctx, l.Nodes))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("down %s: %w", name, err)
+	}
+	base := filepath.Dir(r.Store.Dir)
+	os.RemoveAll(r.logDir(name))
+	if err := r.Store.Remove(name); err != nil {
+		return err
+	}
+	// Leave no empty directories of lvslab's behind.
+	for _, d := range []string{filepath.Join(base, "logs"), r.Store.Dir, base} {
+		_ = os.Remove(d)
+	}
+	return nil
+}
+
+// GC removes every recorded lab (after a crash, records remain and name what to
+// remove) and reports every failure.
+func (r *Runner) GC(ctx context.Context) ([]string, error) {
+	labs, err := r.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, l := range labs {
+		errs = append(errs, r.Down(ctx, l))
+	}
+	return labs, errors.Join(errs...)
+}
