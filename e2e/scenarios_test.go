@@ -66,7 +66,7 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 			lab = l
 			nodes := l.Handles()
 
-			diff, err := apply.Check(ctx, nodes, s.Spec)
+			diff, err := apply.Diff(ctx, nodes, s.Spec, nil)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(diff).To(BeEmpty(), "kernel state differs from the scenario")
 
@@ -164,7 +164,7 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 			"            - {address: 198.51.100.12:80, method: nat, weight: 1}\n", "",
 			"routes:\n      - {to: default, via: 198.51.100.1}   # replies go back through the director", "routes: []"))
 		Expect(code).To(Equal(0), stderr)
-		Expect(stderr).To(ContainSubstring("director: edit service tcp:203.0.113.1:80 scheduler wlc"))
+		Expect(stderr).To(ContainSubstring("director: edit service tcp:203.0.113.1:80 (scheduler wlc)"))
 		Expect(stderr).To(ContainSubstring("director: delete real server 198.51.100.12:80"))
 		Expect(stderr).To(ContainSubstring("web1: delete route 0.0.0.0/0 via 198.51.100.1"))
 		t := readIPVS(lab)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net"
 	"net/netip"
 	"os"
@@ -12,296 +11,446 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// Apply brings every node of spec to its desired state. nodes maps node names to
-// their handles. It returns the writes it made; a second Apply of the same spec
-// returns none.
-func Apply(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) ([]Change, error) {
-	return run(ctx, nodes, spec, false)
+// Resource is a kind of kernel object apply manages.
+type Resource string
+
+// Resources, in the order Execute changes them.
+const (
+	Sysctls   Resource = "sysctl"
+	Links     Resource = "link"
+	Addresses Resource = "address"
+	Routes    Resource = "route"
+	Timeouts  Resource = "IPVS timeouts"
+	Services  Resource = "service"
+	Servers   Resource = "real server"
+	Marks     Resource = "firewall marks"
+	Processes Resource = "processes" // web servers and commands (the runner starts them)
+)
+
+// Action is what a change does to its object.
+type Action string
+
+// Actions.
+const (
+	Add     Action = "add"
+	Edit    Action = "edit"
+	Delete  Action = "delete"
+	Set     Action = "set"
+	Restart Action = "restart"
+)
+
+// Change is one write that brings a node's kernel state toward a spec: which
+// node, which kind of object, which object, and what to do to it. Diff plans
+// changes; Execute makes them.
+type Change struct {
+	Node     string
+	Resource Resource
+	Object   string // e.g. "net.ipv4.ip_forward", "203.0.113.1/24 dev eth1", "tcp:203.0.113.1:80"
+	Action   Action
+	Detail   string // what it becomes, or what it is now, for people
+
+	exec func(*session) error
 }
 
-// Check reads every node's state back from the kernel and returns what differs
-// from spec (the writes Apply would make), without changing anything.
-func Check(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) ([]Change, error) {
-	return run(ctx, nodes, spec, true)
+func (c Change) String() string {
+	s := fmt.Sprintf("%s: %s %s %s", c.Node, c.Action, c.Resource, c.Object)
+	if c.Detail != "" {
+		s += " (" + c.Detail + ")"
+	}
+	return s
 }
 
-func run(ctx context.Context, nodes map[string]node.Node, spec lab.Spec, dry bool) ([]Change, error) {
-	var all []Change
-	for _, ns := range spec.Nodes {
-		if err := ctx.Err(); err != nil {
-			return all, err
-		}
-		n, ok := nodes[ns.Name]
-		if !ok {
-			return all, fmt.Errorf("apply: node %q is not in the lab", ns.Name)
-		}
-		ch, err := applyNode(n, ns, dry)
-		all = append(all, ch...)
+// session holds one node's handles, opened when first needed.
+type session struct {
+	node node.Node
+	nl   *netlink.Handle
+	ipvs IPVS
+	done []func()
+}
+
+func (s *session) netlink() (*netlink.Handle, error) {
+	if s.nl == nil {
+		h, err := s.node.Netlink()
 		if err != nil {
-			return all, err
+			return nil, err
+		}
+		s.nl = h
+		s.done = append(s.done, h.Close)
+	}
+	return s.nl, nil
+}
+
+func (s *session) ipvsHandle() (IPVS, error) {
+	if s.ipvs == nil {
+		h, err := ipvs.New(s.node.NSPath)
+		if err != nil {
+			return nil, fmt.Errorf("%s: IPVS netlink (is the ip_vs module loaded?): %w", s.node.Name, err)
+		}
+		s.ipvs = h
+		s.done = append(s.done, h.Close)
+	}
+	return s.ipvs, nil
+}
+
+func (s *session) close() {
+	for _, f := range s.done {
+		f()
+	}
+}
+
+// Diff reads every node's state from the kernel and returns the changes that
+// bring it to desired: what is missing or differs, and what previous (the spec
+// applied before, or nil) declared and desired no longer does. It writes
+// nothing. Read-back after Execute is Diff returning none.
+func Diff(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+	var all []Change
+	for _, want := range desired.Nodes {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, ok := nodes[want.Name]
+		if !ok {
+			return nil, fmt.Errorf("apply: node %q is not in the lab", want.Name)
+		}
+		var old lab.NodeSpec
+		if previous != nil {
+			old, _ = previous.Node(want.Name)
+		}
+		ch, err := diffNode(n, want, old)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, ch...)
+	}
+	if previous != nil { // nodes the previous spec configured and desired leaves alone
+		for _, old := range previous.Nodes {
+			if _, still := desired.Node(old.Name); still {
+				continue
+			}
+			n, ok := nodes[old.Name]
+			if !ok {
+				continue
+			}
+			ch, err := diffNode(n, lab.NodeSpec{Name: old.Name}, old)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, ch...)
 		}
 	}
 	return all, nil
 }
 
-func applyNode(n node.Node, want lab.NodeSpec, dry bool) ([]Change, error) {
-	var changes []Change
-	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
-
-	// Sysctls first: ip_forward and the ARP knobs must hold before addresses appear.
-	// Keys naming an interface exist once the interface does, which the topology made.
-	err := n.Do(func() error {
-		for _, s := range want.Sysctls {
-			cur, err := os.ReadFile(s.Path())
-			if err != nil {
-				return fmt.Errorf("sysctl %s: %w", s.Key, err)
-			}
-			if strings.TrimSpace(string(cur)) == s.Value {
-				continue
-			}
-			if dry {
-				note("sysctl %s is %s, want %s", s.Key, strings.TrimSpace(string(cur)), s.Value)
-				continue
-			}
-			if err := os.WriteFile(s.Path(), []byte(s.Value), 0o644); err != nil {
-				return fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, err)
-			}
-			note("sysctl %s=%s", s.Key, s.Value)
+// Execute makes the changes in order, and stops at the first that fails.
+func Execute(ctx context.Context, nodes map[string]node.Node, changes []Change) error {
+	sessions := map[string]*session{}
+	defer func() {
+		for _, s := range sessions {
+			s.close()
 		}
-		return nil
-	})
-	if err != nil {
-		return changes, fmt.Errorf("%s: %w", n.Name, err)
-	}
-
-	h, err := n.Netlink()
-	if err != nil {
-		return changes, err
-	}
-	defer h.Close()
-
-	for _, a := range want.Addresses {
-		link, err := h.LinkByName(a.Dev)
-		if err != nil {
-			return changes, fmt.Errorf("%s: address %s: interface %s: %w", n.Name, a.Prefix, a.Dev, err)
-		}
-		if link.Attrs().Flags&net.FlagUp == 0 { // e.g. tunl0, which the kernel makes down
-			if dry {
-				note("link %s is down", a.Dev)
-			} else if err := h.LinkSetUp(link); err != nil {
-				return changes, fmt.Errorf("%s: set %s up: %w", n.Name, a.Dev, err)
-			} else {
-				note("link %s up", a.Dev)
-			}
-		}
-		if has, err := hasAddr(h, link, a); err != nil {
-			return changes, fmt.Errorf("%s: list addresses of %s: %w", n.Name, a.Dev, err)
-		} else if has {
-			continue
-		}
-		if dry {
-			note("address %s dev %s is missing", a.Prefix, a.Dev)
-			continue
-		}
-		addr := &netlink.Addr{IPNet: ipNet(a.Prefix)}
-		if a.Prefix.Addr().Is6() {
-			addr.Flags = 0x80 // IFA_F_NODAD: usable at once, no duplicate detection delay
-		}
-		if err := h.AddrAdd(link, addr); err != nil {
-			return changes, fmt.Errorf("%s: add address %s to %s: %w", n.Name, a.Prefix, a.Dev, err)
-		}
-		note("address %s dev %s", a.Prefix, a.Dev)
-	}
-
-	for _, r := range want.Routes {
-		nr := &netlink.Route{Dst: ipNet(r.Dst)}
-		if r.Via.IsValid() {
-			nr.Gw = r.Via.AsSlice()
-		}
-		if r.Dev != "" {
-			link, err := h.LinkByName(r.Dev)
-			if err != nil {
-				return changes, fmt.Errorf("%s: route %s: interface %s: %w", n.Name, r, r.Dev, err)
-			}
-			nr.LinkIndex = link.Attrs().Index
-		}
-		if has, err := hasRoute(h, nr); err != nil {
-			return changes, fmt.Errorf("%s: list routes: %w", n.Name, err)
-		} else if has {
-			continue
-		}
-		if dry {
-			note("route %s is missing", r)
-			continue
-		}
-		if err := h.RouteReplace(nr); err != nil {
-			return changes, fmt.Errorf("%s: route %s: %w", n.Name, r, err)
-		}
-		note("route %s", r)
-	}
-
-	if len(want.Services) > 0 || want.Timeouts != nil {
-		ih, err := ipvs.New(n.NSPath)
-		if err != nil {
-			return changes, fmt.Errorf("%s: IPVS netlink (is the ip_vs module loaded?): %w", n.Name, err)
-		}
-		defer ih.Close()
-		if want.Timeouts != nil {
-			ch, err := reconcileTimeouts(n.Name, ih, *want.Timeouts, dry)
-			changes = append(changes, ch...)
-			if err != nil {
-				return changes, err
-			}
-		}
-		var h IPVS = ih
-		if dry {
-			h = readOnly{ih}
-		}
-		ch, err := ReconcileIPVS(n.Name, h, want.Services)
-		changes = append(changes, ch...)
-		if err != nil {
-			return changes, err
-		}
-	}
-	if len(want.Marks) > 0 {
-		ch, err := reconcileMarks(n, want.Marks, dry)
-		changes = append(changes, ch...)
-		if err != nil {
-			return changes, err
-		}
-	}
-	return changes, nil
-}
-
-// Remove undoes what old declared and next no longer does: addresses, routes,
-// firewall marks, and IPVS services of a node that has none left. (Sysctls keep
-// their values: the kernel's defaults are not known.)
-func Remove(ctx context.Context, nodes map[string]node.Node, old, next lab.Spec) ([]Change, error) {
-	var changes []Change
-	for _, o := range old.Nodes {
+	}()
+	for _, c := range changes {
 		if err := ctx.Err(); err != nil {
-			return changes, err
+			return err
 		}
-		n, ok := nodes[o.Name]
-		if !ok {
-			continue
-		}
-		var nx lab.NodeSpec
-		for _, x := range next.Nodes {
-			if x.Name == o.Name {
-				nx = x
+		s := sessions[c.Node]
+		if s == nil {
+			n, ok := nodes[c.Node]
+			if !ok {
+				return fmt.Errorf("apply: node %q is not in the lab", c.Node)
 			}
+			s = &session{node: n}
+			sessions[c.Node] = s
 		}
-		ch, err := removeNode(n, o, nx)
-		changes = append(changes, ch...)
-		if err != nil {
-			return changes, err
+		if err := c.exec(s); err != nil {
+			return fmt.Errorf("%s %s %s %s: %w", c.Node, c.Action, c.Resource, c.Object, err)
 		}
 	}
-	return changes, nil
+	return nil
 }
 
-func removeNode(n node.Node, old, next lab.NodeSpec) ([]Change, error) {
-	var changes []Change
-	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
-	h, err := n.Netlink()
+// Apply brings every node to desired (removing what previous declared and
+// desired does not) and returns the changes it made; applying the same spec
+// twice makes none.
+func Apply(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+	changes, err := Diff(ctx, nodes, desired, previous)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
-	for _, r := range old.Routes {
-		if slices.Contains(next.Routes, r) {
-			continue
+	return changes, Execute(ctx, nodes, changes)
+}
+
+// diffNode plans one node's changes, resource by resource.
+func diffNode(n node.Node, want, old lab.NodeSpec) ([]Change, error) {
+	s := &session{node: n}
+	defer s.close()
+	var all []Change
+	for _, diff := range []func(*session, lab.NodeSpec, lab.NodeSpec) ([]Change, error){
+		diffSysctls, diffAddresses, diffRoutes, diffTimeouts, diffServices, diffMarks,
+	} {
+		ch, err := diff(s, want, old)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.Name, err)
 		}
-		nr := &netlink.Route{Dst: ipNet(r.Dst)}
-		if r.Via.IsValid() {
-			nr.Gw = r.Via.AsSlice()
+		all = append(all, ch...)
+	}
+	return all, nil
+}
+
+// diffSysctls: ip_forward and the ARP knobs are set first, before addresses
+// appear. Keys naming an interface exist once the interface does, which the
+// topology made. (Sysctls a previous spec set keep their values: the kernel's
+// defaults are not known.)
+func diffSysctls(s *session, want, _ lab.NodeSpec) ([]Change, error) {
+	var out []Change
+	err := s.node.Do(func() error {
+		for _, sc := range want.Sysctls {
+			cur, err := os.ReadFile(sc.Path())
+			if err != nil {
+				return fmt.Errorf("sysctl %s: %w", sc.Key, err)
+			}
+			if now := strings.TrimSpace(string(cur)); now != sc.Value {
+				out = append(out, Change{Node: want.Name, Resource: Sysctls, Object: sc.Key, Action: Set,
+					Detail: fmt.Sprintf("%s, is %s", sc.Value, now), exec: setSysctl(sc)})
+			}
 		}
-		if err := h.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
-			return changes, fmt.Errorf("%s: delete route %s: %w", n.Name, r, err)
+		return nil
+	})
+	return out, err
+}
+
+func setSysctl(sc lab.Sysctl) func(*session) error {
+	return func(s *session) error {
+		return s.node.Do(func() error { return os.WriteFile(sc.Path(), []byte(sc.Value), 0o644) })
+	}
+}
+
+func diffAddresses(s *session, want, old lab.NodeSpec) ([]Change, error) {
+	h, err := s.netlink()
+	if err != nil {
+		return nil, err
+	}
+	var out []Change
+	up := map[string]bool{}
+	for _, a := range want.Addresses {
+		link, err := h.LinkByName(a.Dev)
+		if err != nil {
+			return nil, fmt.Errorf("address %s: interface %s: %w", a.Prefix, a.Dev, err)
 		}
-		note("delete route %s", r)
+		if link.Attrs().Flags&net.FlagUp == 0 && !up[a.Dev] { // e.g. tunl0, which the kernel makes down
+			up[a.Dev] = true
+			dev := a.Dev
+			out = append(out, Change{Node: want.Name, Resource: Links, Object: dev, Action: Set, Detail: "up",
+				exec: func(s *session) error {
+					h, err := s.netlink()
+					if err != nil {
+						return err
+					}
+					l, err := h.LinkByName(dev)
+					if err != nil {
+						return err
+					}
+					return h.LinkSetUp(l)
+				}})
+		}
+		has, err := hasAddr(h, link, a)
+		if err != nil {
+			return nil, fmt.Errorf("list addresses of %s: %w", a.Dev, err)
+		}
+		if !has {
+			out = append(out, Change{Node: want.Name, Resource: Addresses, Object: a.String(), Action: Add, exec: addAddr(a)})
+		}
 	}
 	for _, a := range old.Addresses {
-		if slices.Contains(next.Addresses, a) {
+		if slices.Contains(want.Addresses, a) {
 			continue
 		}
 		link, err := h.LinkByName(a.Dev)
 		if err != nil {
+			continue // the interface went with the topology: so did the address
+		}
+		if has, err := hasAddr(h, link, a); err != nil || !has {
 			continue
 		}
+		out = append(out, Change{Node: want.Name, Resource: Addresses, Object: a.String(), Action: Delete, exec: delAddr(a)})
+	}
+	return out, nil
+}
+
+func addAddr(a lab.Address) func(*session) error {
+	return func(s *session) error {
+		h, err := s.netlink()
+		if err != nil {
+			return err
+		}
+		link, err := h.LinkByName(a.Dev)
+		if err != nil {
+			return err
+		}
+		addr := &netlink.Addr{IPNet: ipNet(a.Prefix)}
+		if a.Prefix.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD // usable at once, no duplicate detection delay
+		}
+		return h.AddrAdd(link, addr)
+	}
+}
+
+func delAddr(a lab.Address) func(*session) error {
+	return func(s *session) error {
+		h, err := s.netlink()
+		if err != nil {
+			return err
+		}
+		link, err := h.LinkByName(a.Dev)
+		if err != nil {
+			return err
+		}
 		if err := h.AddrDel(link, &netlink.Addr{IPNet: ipNet(a.Prefix)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return changes, fmt.Errorf("%s: delete address %s from %s: %w", n.Name, a.Prefix, a.Dev, err)
+			return err
 		}
-		note("delete address %s dev %s", a.Prefix, a.Dev)
+		return nil
 	}
-	if len(old.Services) > 0 && len(next.Services) == 0 {
-		ih, err := ipvs.New(n.NSPath)
+}
+
+func kernelRoute(h *netlink.Handle, r lab.Route) (*netlink.Route, error) {
+	nr := &netlink.Route{Dst: ipNet(r.Dst)}
+	if r.Via.IsValid() {
+		nr.Gw = r.Via.AsSlice()
+	}
+	if r.Dev != "" {
+		link, err := h.LinkByName(r.Dev)
 		if err != nil {
-			return changes, fmt.Errorf("%s: IPVS netlink: %w", n.Name, err)
+			return nil, fmt.Errorf("route %s: interface %s: %w", r, r.Dev, err)
 		}
-		defer ih.Close()
-		ch, err := ReconcileIPVS(n.Name, ih, nil)
-		changes = append(changes, ch...)
+		nr.LinkIndex = link.Attrs().Index
+	}
+	return nr, nil
+}
+
+func diffRoutes(s *session, want, old lab.NodeSpec) ([]Change, error) {
+	h, err := s.netlink()
+	if err != nil {
+		return nil, err
+	}
+	var out []Change
+	for _, r := range old.Routes {
+		if slices.Contains(want.Routes, r) {
+			continue
+		}
+		nr, err := kernelRoute(h, r)
 		if err != nil {
-			return changes, err
+			continue // its interface is gone, and the route with it
 		}
-	}
-	if len(old.Marks) > 0 && len(next.Marks) == 0 {
-		if err := removeMarks(n); err != nil {
-			return changes, err
+		if has, err := hasRoute(h, nr); err != nil || !has {
+			continue
 		}
-		note("delete firewall marks")
+		out = append(out, Change{Node: want.Name, Resource: Routes, Object: r.String(), Action: Delete,
+			exec: func(s *session) error {
+				h, err := s.netlink()
+				if err != nil {
+					return err
+				}
+				if err := h.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
+					return err
+				}
+				return nil
+			}})
 	}
-	return changes, nil
+	for _, r := range want.Routes {
+		nr, err := kernelRoute(h, r)
+		if err != nil {
+			return nil, err
+		}
+		has, err := hasRoute(h, nr)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		if has {
+			continue
+		}
+		out = append(out, Change{Node: want.Name, Resource: Routes, Object: r.String(), Action: Add,
+			exec: func(s *session) error {
+				h, err := s.netlink()
+				if err != nil {
+					return err
+				}
+				return h.RouteReplace(nr)
+			}})
+	}
+	return out, nil
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func reconcileTimeouts(nodeName string, h *ipvs.Handle, want lab.Timeouts, dry bool) ([]Change, error) {
+func diffTimeouts(s *session, want, _ lab.NodeSpec) ([]Change, error) {
+	if want.Timeouts == nil {
+		return nil, nil
+	}
+	hi, err := s.ipvsHandle()
+	if err != nil {
+		return nil, err
+	}
+	h, ok := hi.(*ipvs.Handle)
+	if !ok {
+		return nil, nil
+	}
 	cur, err := h.GetConfig()
 	if err != nil {
-		return nil, fmt.Errorf("%s: IPVS timeouts: %w", nodeName, err)
+		return nil, fmt.Errorf("IPVS timeouts: %w", err)
 	}
 	next := *cur
-	set := func(d *time.Duration, s int) {
-		if s > 0 {
-			*d = time.Duration(s) * time.Second
+	set := func(d *time.Duration, sec int) {
+		if sec > 0 {
+			*d = time.Duration(sec) * time.Second
 		}
 	}
-	set(&next.TimeoutTCP, want.TCP)
-	set(&next.TimeoutTCPFin, want.TCPFin)
-	set(&next.TimeoutUDP, want.UDP)
+	set(&next.TimeoutTCP, want.Timeouts.TCP)
+	set(&next.TimeoutTCPFin, want.Timeouts.TCPFin)
+	set(&next.TimeoutUDP, want.Timeouts.UDP)
 	if next == *cur {
 		return nil, nil
 	}
-	c := Change{nodeName, fmt.Sprintf("IPVS timeouts tcp %v tcpfin %v udp %v", next.TimeoutTCP, next.TimeoutTCPFin, next.TimeoutUDP)}
-	if dry {
-		return []Change{c}, nil
-	}
-	if err := h.SetConfig(&next); err != nil {
-		return nil, fmt.Errorf("%s: set IPVS timeouts: %w", nodeName, err)
-	}
-	return []Change{c}, nil
+	return []Change{{Node: want.Name, Resource: Timeouts, Object: "tcp tcpfin udp", Action: Set,
+		Detail: fmt.Sprintf("%v %v %v", next.TimeoutTCP, next.TimeoutTCPFin, next.TimeoutUDP),
+		exec: func(s *session) error {
+			hi, err := s.ipvsHandle()
+			if err != nil {
+				return err
+			}
+			return hi.(*ipvs.Handle).SetConfig(&next)
+		}}}, nil
 }
 
-// readOnly lets ReconcileIPVS compute a diff: it reads, and writes nothing.
-type readOnly struct{ IPVS }
+func diffServices(s *session, want, old lab.NodeSpec) ([]Change, error) {
+	if len(want.Services) == 0 && len(old.Services) == 0 {
+		return nil, nil // not a director, now or before: IPVS is not ours to read
+	}
+	h, err := s.ipvsHandle()
+	if err != nil {
+		return nil, err
+	}
+	return DiffIPVS(want.Name, h, want.Services)
+}
 
-func (readOnly) NewService(*ipvs.Service) error                           { return nil }
-func (readOnly) UpdateService(*ipvs.Service) error                        { return nil }
-func (readOnly) DelService(*ipvs.Service) error                           { return nil }
-func (readOnly) NewDestination(*ipvs.Service, *ipvs.Destination) error    { return nil }
-func (readOnly) UpdateDestination(*ipvs.Service, *ipvs.Destination) error { return nil }
-func (readOnly) DelDestination(*ipvs.Service, *ipvs.Destination) error    { return nil }
+func diffMarks(s *session, want, old lab.NodeSpec) ([]Change, error) {
+	switch {
+	case len(want.Marks) > 0:
+		return diffMarkChain(s.node, want.Marks)
+	case len(old.Marks) > 0:
+		return []Change{{Node: want.Name, Resource: Marks, Object: MarkChain, Action: Delete,
+			exec: func(s *session) error { return removeMarks(s.node) }}}, nil
+	}
+	return nil, nil
+}
 
 func hasAddr(h *netlink.Handle, link netlink.Link, a lab.Address) (bool, error) {
 	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)

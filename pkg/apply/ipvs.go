@@ -207,52 +207,45 @@ func kernelServiceKey(k *ipvs.Service) string { return fromKernelService(k).Key(
 
 func kernelDestKey(d *ipvs.Destination) string { return fromKernelDest(d).Addr.String() }
 
-// Change is one write apply made (or, in a dry run, would make) to the kernel.
-type Change struct {
-	Node, What string
-}
-
-func (c Change) String() string { return c.Node + ": " + c.What }
-
-// ReconcileIPVS brings the IPVS table behind h to exactly want: services and real
-// servers missing are added, those that differ are edited in place, and those not
-// wanted are deleted. It returns the writes it made.
-func ReconcileIPVS(nodeName string, h IPVS, want []lab.Service) ([]Change, error) {
-	var changes []Change
-	note := func(f string, a ...any) { changes = append(changes, Change{nodeName, fmt.Sprintf(f, a...)}) }
-	fail := func(err error, f string, a ...any) ([]Change, error) {
-		return changes, fmt.Errorf("%s: %s: %w", nodeName, fmt.Sprintf(f, a...), err)
+// DiffIPVS plans the writes that bring the IPVS table behind h to exactly
+// want: services and real servers missing are added, those that differ are
+// edited in place, and those not wanted are deleted.
+func DiffIPVS(nodeName string, h IPVS, want []lab.Service) ([]Change, error) {
+	var out []Change
+	change := func(res Resource, obj string, act Action, detail string, exec func(IPVS) error) {
+		out = append(out, Change{Node: nodeName, Resource: res, Object: obj, Action: act, Detail: detail,
+			exec: func(s *session) error {
+				h, err := s.ipvsHandle()
+				if err != nil {
+					return err
+				}
+				return exec(h)
+			}})
 	}
 	have, err := h.GetServices()
 	if err != nil {
-		return fail(err, "list IPVS services")
+		return nil, fmt.Errorf("list IPVS services: %w", err)
 	}
 	haveByKey := map[string]*ipvs.Service{}
 	for _, k := range have {
 		haveByKey[kernelServiceKey(k)] = k
 	}
 	wantKeys := map[string]bool{}
-	for _, s := range want {
-		key := s.Key()
+	for _, svc := range want {
+		key := svc.Key()
 		wantKeys[key] = true
-		ks := toKernelService(s)
+		ks := toKernelService(svc)
 		cur, ok := haveByKey[key]
 		switch {
 		case !ok:
-			if err := h.NewService(ks); err != nil {
-				return fail(err, "add service %s", key)
-			}
-			note("add service %s scheduler %s", key, ks.SchedName)
+			change(Services, key, Add, "scheduler "+ks.SchedName, func(h IPVS) error { return h.NewService(ks) })
 		case serviceDiffers(cur, ks):
-			if err := h.UpdateService(ks); err != nil {
-				return fail(err, "edit service %s", key)
-			}
-			note("edit service %s scheduler %s", key, ks.SchedName)
+			change(Services, key, Edit, "scheduler "+ks.SchedName, func(h IPVS) error { return h.UpdateService(ks) })
 		}
 		var haveDests []*ipvs.Destination
 		if ok {
 			if haveDests, err = h.GetDestinations(cur); err != nil {
-				return fail(err, "list real servers of %s", key)
+				return nil, fmt.Errorf("list real servers of %s: %w", key, err)
 			}
 		}
 		destByKey := map[string]*ipvs.Destination{}
@@ -260,39 +253,45 @@ func ReconcileIPVS(nodeName string, h IPVS, want []lab.Service) ([]Change, error
 			destByKey[kernelDestKey(d)] = d
 		}
 		wantDest := map[string]bool{}
-		for _, srv := range s.Servers {
+		for _, srv := range svc.Servers {
 			kd := toKernelDest(srv)
 			dk := kernelDestKey(kd)
 			wantDest[dk] = true
+			detail := fmt.Sprintf("%s, weight %d", srv.Method, srv.Weight)
 			cur, ok := destByKey[dk]
 			switch {
 			case !ok:
-				if err := h.NewDestination(ks, kd); err != nil {
-					return fail(err, "add real server %s to %s", dk, key)
-				}
-				note("add real server %s to %s (%s, weight %d)", dk, key, srv.Method, srv.Weight)
+				change(Servers, dk+" of "+key, Add, detail, func(h IPVS) error { return h.NewDestination(ks, kd) })
 			case destDiffers(cur, kd):
-				if err := h.UpdateDestination(ks, kd); err != nil {
-					return fail(err, "edit real server %s of %s", dk, key)
-				}
-				note("edit real server %s of %s (%s, weight %d)", dk, key, srv.Method, srv.Weight)
+				change(Servers, dk+" of "+key, Edit, detail, func(h IPVS) error { return h.UpdateDestination(ks, kd) })
 			}
 		}
 		for _, dk := range sortedKeys(destByKey) {
 			if !wantDest[dk] {
-				if err := h.DelDestination(ks, destByKey[dk]); err != nil {
-					return fail(err, "delete real server %s of %s", dk, key)
-				}
-				note("delete real server %s of %s", dk, key)
+				d := destByKey[dk]
+				change(Servers, dk+" of "+key, Delete, "", func(h IPVS) error { return h.DelDestination(ks, d) })
 			}
 		}
 	}
 	for _, key := range sortedKeys(haveByKey) {
 		if !wantKeys[key] {
-			if err := h.DelService(haveByKey[key]); err != nil {
-				return fail(err, "delete service %s", key)
-			}
-			note("delete service %s", key)
+			k := haveByKey[key]
+			change(Services, key, Delete, "", func(h IPVS) error { return h.DelService(k) })
+		}
+	}
+	return out, nil
+}
+
+// ReconcileIPVS plans with DiffIPVS and makes the writes through h.
+func ReconcileIPVS(nodeName string, h IPVS, want []lab.Service) ([]Change, error) {
+	changes, err := DiffIPVS(nodeName, h, want)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{ipvs: h}
+	for _, c := range changes {
+		if err := c.exec(s); err != nil {
+			return changes, fmt.Errorf("%s: %w", c, err)
 		}
 	}
 	return changes, nil

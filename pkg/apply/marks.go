@@ -28,52 +28,59 @@ func ruleSpec(m lab.Mark) []string {
 		"--dports", strings.Join(ports, ","), "-j", "MARK", "--set-mark", strconv.FormatUint(uint64(m.Mark), 10)}
 }
 
-// reconcileMarks makes lvslab's mangle chain in n hold exactly marks (rewriting the
-// chain only when it differs) and PREROUTING jump to it.
-func reconcileMarks(n node.Node, marks []lab.Mark, dry bool) ([]Change, error) {
-	var changes []Change
-	note := func(f string, a ...any) { changes = append(changes, Change{n.Name, fmt.Sprintf(f, a...)}) }
+// diffMarkChain plans lvslab's mangle chain in n to hold exactly marks (rewritten
+// only when it differs) with PREROUTING jumping to it.
+func diffMarkChain(n node.Node, marks []lab.Mark) ([]Change, error) {
 	if _, err := os.Stat(IptablesLegacy); err != nil {
-		return nil, fmt.Errorf("%s: firewall marks need %s (apt-get install iptables): %w", n.Name, IptablesLegacy, err)
+		return nil, fmt.Errorf("firewall marks need %s (apt-get install iptables): %w", IptablesLegacy, err)
 	}
+	var same, jumps bool
 	err := n.Do(func() error {
 		ipt, err := iptables.New(iptables.Path(IptablesLegacy))
 		if err != nil {
 			return err
 		}
 		exists, err := ipt.ChainExists("mangle", MarkChain)
+		if err != nil || !exists {
+			return err
+		}
+		rules, err := ipt.List("mangle", MarkChain)
 		if err != nil {
 			return err
 		}
-		same := exists
-		if exists {
-			rules, err := ipt.List("mangle", MarkChain)
-			if err != nil {
-				return err
+		same = len(rules) == len(marks)+1 // the chain's -N line, then one rule per mark
+		for _, m := range marks {
+			if !same {
+				break
 			}
-			same = len(rules) == len(marks)+1 // the chain's -N line, then one rule per mark
-			for _, m := range marks {
-				if !same {
-					break
-				}
-				if same, err = ipt.Exists("mangle", MarkChain, ruleSpec(m)...); err != nil {
-					return err
-				}
-			}
-		}
-		jump := []string{"-j", MarkChain}
-		jumps := exists
-		if exists {
-			if jumps, err = ipt.Exists("mangle", "PREROUTING", jump...); err != nil {
+			if same, err = ipt.Exists("mangle", MarkChain, ruleSpec(m)...); err != nil {
 				return err
 			}
 		}
-		if same && jumps {
-			return nil
-		}
-		if dry {
-			note("mangle chain %s differs from the %d marks wanted", MarkChain, len(marks))
-			return nil
+		jumps, err = ipt.Exists("mangle", "PREROUTING", "-j", MarkChain)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("firewall marks: %w", err)
+	}
+	if same && jumps {
+		return nil, nil
+	}
+	var what []string
+	for _, m := range marks {
+		what = append(what, m.String())
+	}
+	return []Change{{Node: n.Name, Resource: Marks, Object: MarkChain, Action: Set, Detail: strings.Join(what, "; "),
+		exec: func(s *session) error { return writeMarks(s.node, marks, jumps) }}}, nil
+}
+
+// writeMarks rewrites lvslab's mangle chain in n to hold marks, and adds the
+// jump from PREROUTING unless it is there.
+func writeMarks(n node.Node, marks []lab.Mark, jumps bool) error {
+	return n.Do(func() error {
+		ipt, err := iptables.New(iptables.Path(IptablesLegacy))
+		if err != nil {
+			return err
 		}
 		if err := ipt.ClearChain("mangle", MarkChain); err != nil { // creates it if missing
 			return err
@@ -82,19 +89,12 @@ func reconcileMarks(n node.Node, marks []lab.Mark, dry bool) ([]Change, error) {
 			if err := ipt.Append("mangle", MarkChain, ruleSpec(m)...); err != nil {
 				return err
 			}
-			note("mark %s %s:%v with %d", m.Protocol, m.Destination, m.Ports, m.Mark)
 		}
 		if !jumps {
-			if err := ipt.Append("mangle", "PREROUTING", jump...); err != nil {
-				return err
-			}
+			return ipt.Append("mangle", "PREROUTING", "-j", MarkChain)
 		}
 		return nil
 	})
-	if err != nil {
-		return changes, fmt.Errorf("%s: firewall marks: %w", n.Name, err)
-	}
-	return changes, nil
 }
 
 // removeMarks deletes lvslab's mangle chain in n and the jump to it.

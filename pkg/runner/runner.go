@@ -122,10 +122,10 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	}
 	r.step("topology "+s.Topology.File, nil)
 	handles := l.Handles()
-	if _, err := apply.Apply(ctx, handles, s.Spec); err != nil {
+	if _, err := apply.Apply(ctx, handles, s.Spec, nil); err != nil {
 		return fail("apply", err)
 	}
-	if err := readBack(ctx, handles, s.Spec); err != nil {
+	if err := readBack(ctx, handles, s.Spec, nil); err != nil {
 		return fail("apply", err)
 	}
 	r.step("apply (read back from the kernel)", nil)
@@ -147,9 +147,9 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 }
 
 // readBack reads every node's state from the kernel and fails with the
-// differences from spec, if any.
-func readBack(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) error {
-	diff, err := apply.Check(ctx, nodes, spec)
+// changes that would still be needed, if any: read-back is an empty diff.
+func readBack(ctx context.Context, nodes map[string]node.Node, spec lab.Spec, previous *lab.Spec) error {
+	diff, err := apply.Diff(ctx, nodes, spec, previous)
 	if err != nil {
 		return fmt.Errorf("read back: %w", err)
 	}
@@ -183,23 +183,18 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 		}
 	}
 	handles := l.Handles()
-	var changes []apply.Change
+	var previous *lab.Spec
 	if old != nil {
-		ch, err := apply.Remove(ctx, handles, old.Spec, s.Spec)
-		changes = append(changes, ch...)
-		if err != nil {
-			return changes, err
-		}
+		previous = &old.Spec
 	}
 	if err := r.loadModules(&s.Spec); err != nil {
-		return changes, err
+		return nil, err
 	}
-	ch, err := apply.Apply(ctx, handles, s.Spec)
-	changes = append(changes, ch...)
+	changes, err := apply.Apply(ctx, handles, s.Spec, previous)
 	if err != nil {
 		return changes, err
 	}
-	if err := readBack(ctx, handles, s.Spec); err != nil {
+	if err := readBack(ctx, handles, s.Spec, previous); err != nil {
 		return changes, err
 	}
 	if old == nil || !sameProcesses(old.Spec, s.Spec) {
@@ -212,7 +207,7 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 			return changes, err
 		}
 		l.Processes = procs
-		changes = append(changes, apply.Change{Node: "lab", What: "restart web servers and commands"})
+		changes = append(changes, apply.Change{Node: s.Name, Resource: apply.Processes, Object: "web servers and commands", Action: apply.Restart})
 		if err := WaitWeb(ctx, handles, s.Spec); err != nil {
 			return changes, err
 		}
