@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/lvslab/lvslab/pkg/kmod"
@@ -28,21 +29,52 @@ var GuestModules = []string{
 	"ip_vs_lblcr", "ipip", "ipv6", "ip_tables", "iptable_mangle", "xt_mark", "xt_multiport",
 }
 
-// IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.
-func IsGuest() bool { return os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == "" }
+// execHelperName is argv[0] of the agent's re-exec helper: lvslab started as
+// `execHelperName PATH ARGV...` resets its OOM score and executes PATH.
+const execHelperName = "lvslab-guest-exec"
+
+// Values of /proc/<pid>/oom_score_adj.
+const (
+	oomNever   = "-1000" // init and the agent: the OOM killer never chooses them
+	oomDefault = "0"     // every process the agent starts
+)
+
+// IsGuest reports whether this process is init, the agent, or the agent's
+// re-exec helper, inside the sandbox kernel.
+func IsGuest() bool {
+	return isExecHelper() || os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == ""
+}
+
+func isExecHelper() bool { return len(os.Args) > 1 && os.Args[0] == execHelperName }
 
 // GuestMain runs lvslab's part inside the sandbox kernel. As init (pid 1) it
 // prepares the system, starts the agent as its child and reaps every process
 // until the agent ends, then powers off. As the agent, it serves the host over the
-// serial line until asked to power off or the line breaks. It never returns.
+// serial line until asked to power off or the line breaks. Init and the agent are
+// exempt from the OOM killer (oom_score_adj -1000): when a guest runs out of
+// memory it kills a lab's process, never the link every lab depends on. It
+// never returns.
 func GuestMain() {
+	if isExecHelper() {
+		execReset(os.Args[1], os.Args[2:])
+	}
 	if os.Getpid() != 1 {
+		// Inherited from init already; set here too, so that it holds however the
+		// agent was started.
+		if err := setOOMScoreAdj("self", oomNever); err != nil {
+			fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", err)
+		}
 		tty, err := openRaw("/dev/ttyS0")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "lvslab agent: serial line: %v\n", err)
 			os.Exit(1)
 		}
-		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}}
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", err)
+			os.Exit(1)
+		}
+		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}, helper: self}
 		fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", a.serve(tty))
 		os.Exit(0)
 	}
@@ -63,9 +95,48 @@ func GuestMain() {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
 		if pid == agentProc.Pid || errors.Is(err, unix.ECHILD) {
+			// On the console, which the host quotes when the kernel stops.
+			fmt.Fprintf(os.Stderr, "lvslab guest: the agent ended (%s); powering off\n", describe(ws))
 			poweroff()
 		}
 	}
+}
+
+// describe says how a process ended.
+func describe(ws unix.WaitStatus) string {
+	switch {
+	case ws.Signaled():
+		return "killed by signal " + ws.Signal().String()
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// setOOMScoreAdj writes a process's oom_score_adj (pid "self" for this one).
+func setOOMScoreAdj(pid, v string) error {
+	if err := os.WriteFile("/proc/"+pid+"/oom_score_adj", []byte(v), 0); err != nil {
+		return fmt.Errorf("oom_score_adj: %w", err)
+	}
+	return nil
+}
+
+// execReset is the re-exec helper: the agent starts every command as lvslab
+// itself under execHelperName, which gives the process back the default OOM
+// score (oom_score_adj is inherited, and the agent's is -1000) and then
+// executes the command in the same process. Resetting before the exec leaves
+// no moment in which the command could fork a child that keeps -1000. It
+// never returns.
+func execReset(path string, argv []string) {
+	if err := setOOMScoreAdj("self", oomDefault); err != nil {
+		fmt.Fprintf(os.Stderr, "lvslab sandbox: %v\n", err)
+	}
+	err := unix.Exec(path, argv, os.Environ())
+	fmt.Fprintf(os.Stderr, "lvslab sandbox: exec %s: %v\n", path, err)
+	if errors.Is(err, unix.ENOENT) {
+		os.Exit(127)
+	}
+	os.Exit(126)
 }
 
 func guestSetup() error {
@@ -78,6 +149,9 @@ func guestSetup() error {
 		if err := unix.Mount(m.src, m.dst, m.typ, 0, m.data); err != nil {
 			return fmt.Errorf("mount %s: %w", m.dst, err)
 		}
+	}
+	if err := setOOMScoreAdj("self", oomNever); err != nil { // the agent inherits it
+		return err
 	}
 	if _, err := os.Stat("/dev/ttyS0"); err != nil {
 		if err := unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, ""); err != nil {
@@ -125,15 +199,17 @@ func openRaw(path string) (*os.File, error) {
 }
 
 type guestProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd         *exec.Cmd
+	stdin       io.WriteCloser
+	interrupted atomic.Bool // the host signalled it: it ends with its leader
 }
 
 // agent runs the host's requests as processes and streams their output back.
 type agent struct {
-	fw    *frameWriter
-	mu    sync.Mutex
-	procs map[uint32]*guestProc
+	fw     *frameWriter
+	helper string // lvslab, to start commands through execReset; none when empty
+	mu     sync.Mutex
+	procs  map[uint32]*guestProc
 }
 
 func (a *agent) serve(r io.Reader) error {
@@ -159,8 +235,13 @@ func (a *agent) serve(r io.Reader) error {
 			if p != nil {
 				p.stdin.Close()
 			}
+		case frameSignal:
+			if sig := syscall.Signal(exitCode(f.payload)); p != nil && sig > 0 && sig < 65 {
+				p.interrupted.Store(true)
+				_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+			}
 		case frameKill:
-			if p != nil && p.cmd.Process != nil {
+			if p != nil {
 				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			}
 		case framePowerOff:
@@ -169,6 +250,11 @@ func (a *agent) serve(r io.Reader) error {
 	}
 }
 
+// start runs a request in a process group of its own, with output relayed as
+// frames, and reports its exit status once its output has ended. A process the
+// host signalled ends with its leader: what is left of its group is killed then,
+// so the exit status is not held back by a background child keeping the output
+// open.
 func (a *agent) start(id uint32, payload []byte) {
 	fail := func(err error) {
 		_ = a.fw.write(frameStderr, id, []byte("lvslab sandbox: "+err.Error()+"\n"))
@@ -180,6 +266,14 @@ func (a *agent) start(id uint32, payload []byte) {
 		return
 	}
 	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+	if cmd.Err != nil {
+		fail(cmd.Err)
+		return
+	}
+	if a.helper != "" {
+		cmd.Args = append([]string{execHelperName, cmd.Path}, req.Argv...)
+		cmd.Path = a.helper
+	}
 	cmd.Env = append(req.Env, EnvInSandbox+"=1")
 	cmd.Dir = req.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -188,18 +282,40 @@ func (a *agent) start(id uint32, payload []byte) {
 		fail(err)
 		return
 	}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
+	// Pipes of our own: cmd.Wait then waits for the process only, not for
+	// whoever else holds the write ends.
+	var outs [2]*os.File
+	for i := range outs {
+		r, w, err := os.Pipe()
+		if err != nil {
+			if outs[0] != nil {
+				outs[0].Close()
+			}
+			fail(err)
+			return
+		}
+		defer w.Close()
+		outs[i] = r
+		if i == 0 {
+			cmd.Stdout = w
+		} else {
+			cmd.Stderr = w
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		outs[0].Close()
+		outs[1].Close()
 		fail(err)
 		return
 	}
+	p := &guestProc{cmd: cmd, stdin: stdin}
 	a.mu.Lock()
-	a.procs[id] = &guestProc{cmd: cmd, stdin: stdin}
+	a.procs[id] = p
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	copyOut := func(typ byte, r io.Reader) {
+	copyOut := func(typ byte, r *os.File) {
 		defer wg.Done()
+		defer r.Close()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
@@ -212,11 +328,14 @@ func (a *agent) start(id uint32, payload []byte) {
 		}
 	}
 	wg.Add(2)
-	go copyOut(frameStdout, stdout)
-	go copyOut(frameStderr, stderr)
+	go copyOut(frameStdout, outs[0])
+	go copyOut(frameStderr, outs[1])
 	go func() {
-		wg.Wait()
 		err := cmd.Wait()
+		if p.interrupted.Load() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		wg.Wait()
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
