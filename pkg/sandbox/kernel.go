@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -278,13 +279,20 @@ func Run(ctx context.Context, cfg Config, argv []string) (int, error) {
 	return k.Exec(ctx, Request{Argv: argv, Env: HostEnv(), Dir: dir}, nil, os.Stdout, os.Stderr)
 }
 
-// tail keeps the last max lines written to it.
+// tail keeps the last max lines written to it. A run of stack-dump lines (a
+// panic's or an oops's) counts as one line, so that the message above it stays
+// in view.
 type tail struct {
 	max     int
 	mu      sync.Mutex
 	lines   []string
+	folded  int // stack lines folded into the last line; 0 when it is not a fold
 	partial []byte
 }
+
+// stackLine matches a kernel stack dump's lines: " [<6002c171>] fork_handler+0x92/0x94"
+// and " 606944ba 607e7fcd a0113b80 6067bb96".
+var stackLine = regexp.MustCompile(`^\s*(\[<[0-9a-f]+>\]|([0-9a-f]{8,16}\s*)+$)`)
 
 func (t *tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -310,7 +318,16 @@ func (t *tail) add(line string) {
 	if line == "" {
 		return
 	}
-	t.lines = append(t.lines, line)
+	if stackLine.MatchString(line) {
+		if t.folded == 0 {
+			t.lines = append(t.lines, "")
+		}
+		t.folded++
+		t.lines[len(t.lines)-1] = fmt.Sprintf("(%d lines of stack dump)", t.folded)
+	} else {
+		t.folded = 0
+		t.lines = append(t.lines, line)
+	}
 	if len(t.lines) > t.max {
 		t.lines = slices.Delete(t.lines, 0, len(t.lines)-t.max)
 	}

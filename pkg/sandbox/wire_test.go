@@ -227,6 +227,12 @@ func TestTail(t *testing.T) {
 	if got, want := tl.quote(), "  three\n  four\n  fi"; got != want {
 		t.Errorf("quote = %q, want %q", got, want)
 	}
+	tl = &tail{max: 4}
+	fmt.Fprint(tl, "Kernel panic - not syncing: x\nStack:\n 606944ba 607e7fcd\n 00000016 607e7fcd\nCall Trace:\n")
+	fmt.Fprint(tl, " [<6002d37a>] show_stack+0x184/0x193\n [<606944ba>] ? _printk+0x0/0x94\n [<6002c171>] fork_handler+0x92/0x94\n")
+	if got, want := tl.quote(), "  Stack:\n  (2 lines of stack dump)\n  Call Trace:\n  (3 lines of stack dump)"; got != want {
+		t.Errorf("quote = %q, want %q", got, want)
+	}
 	if got := (&tail{max: 3}).quote(); got != "  (nothing)" {
 		t.Errorf("empty quote = %q", got)
 	}
