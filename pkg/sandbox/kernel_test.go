@@ -183,7 +183,9 @@ func TestKeptSandbox(t *testing.T) {
 			{rolling, fmt.Sprintf(`trap "echo rolled back > %s; exit 3" INT; echo started; sleep 30 & wait`, marker)},
 			{ignoring, `trap "" INT; echo $$ started; exec sleep 60`},
 		} {
-			go func() { _, _ = c.Exec(context.Background(), Request{Argv: []string{"sh", "-c", r.cmd}}, nil, r.w, io.Discard) }()
+			go func() {
+				_, _ = c.Exec(context.Background(), Request{Argv: []string{"sh", "-c", r.cmd}}, nil, r.w, io.Discard)
+			}()
 			select {
 			case <-r.w.seen:
 			case <-time.After(60 * time.Second):
