@@ -100,12 +100,19 @@ func Serve(ctx context.Context, dir string, cfg Config) error {
 	}
 	k.killGroup()
 	// Let the relays tell their clients why their processes ended, with a bound:
-	// a client that does not read must not keep the supervisor.
+	// a client that does not read must not keep the supervisor. Every relay was
+	// counted before the link closed (mux.open), so none is added after done.
+	t.Reset(stopWait + 5*time.Second)
+	select {
+	case <-k.mux.done:
+	case <-t.C:
+		return nil
+	}
 	relayed := make(chan struct{})
 	go func() { relays.Wait(); close(relayed) }()
 	select {
 	case <-relayed:
-	case <-time.After(5 * time.Second):
+	case <-t.C:
 	}
 	return nil
 }
@@ -152,7 +159,7 @@ func (k *Kernel) proxy(c net.Conn, relays *sync.WaitGroup) {
 		mu.Unlock()
 		switch f.typ {
 		case frameOpen:
-			s, err := k.mux.open(f.payload)
+			s, err := k.mux.open(f.payload, relays)
 			if err != nil {
 				k.relayEnd(out, f.stream, err)
 				continue
@@ -160,7 +167,6 @@ func (k *Kernel) proxy(c net.Conn, relays *sync.WaitGroup) {
 			mu.Lock()
 			streams[f.stream] = s
 			mu.Unlock()
-			relays.Add(1)
 			go func(clientID uint32) {
 				defer relays.Done()
 				ended := false

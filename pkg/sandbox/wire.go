@@ -167,8 +167,8 @@ func (m *mux) read(r io.Reader) {
 				close(ch)
 				delete(m.streams, id)
 			}
+			close(m.done) // under the lock: open cannot add a stream that is never closed
 			m.mu.Unlock()
-			close(m.done)
 			return
 		}
 		if f.typ == frameReady {
@@ -198,13 +198,18 @@ type stream struct {
 	in chan frame
 }
 
-func (m *mux) open(req []byte) (*stream, error) {
+// open starts a process on a new stream. When track is not nil, it is
+// incremented for the stream, before the link can close.
+func (m *mux) open(req []byte, track *sync.WaitGroup) (*stream, error) {
 	m.mu.Lock()
 	select {
 	case <-m.done:
 		defer m.mu.Unlock()
 		return nil, m.err
 	default:
+	}
+	if track != nil {
+		track.Add(1)
 	}
 	m.next++
 	s := &stream{m: m, id: m.next, in: make(chan frame, 64)}
@@ -241,7 +246,7 @@ func (m *mux) exec(ctx context.Context, grace time.Duration, req Request, stdin 
 	if err != nil {
 		return 0, err
 	}
-	s, err := m.open(b)
+	s, err := m.open(b, nil)
 	if err != nil {
 		return 0, err
 	}
