@@ -29,23 +29,22 @@ var GuestModules = []string{
 	"ip_vs_lblcr", "ipip", "ipv6", "ip_tables", "iptable_mangle", "xt_mark", "xt_multiport",
 }
 
-// execHelperName is argv[0] of the agent's re-exec helper: lvslab started as
-// `execHelperName PATH ARGV...` resets its OOM score and executes PATH.
-const execHelperName = "lvslab-guest-exec"
+// resetOOM is the re-exec through which the agent starts every command: a
+// shell that gives itself the default OOM score (oom_score_adj is inherited,
+// and the agent's is -1000), then executes the command in the same process.
+// Resetting before the exec leaves no moment in which the command could fork a
+// child that keeps -1000. A shell, not lvslab itself: starting the Go binary
+// costs about 0.17 s in the guest, sh a few milliseconds. The command's argv[0]
+// becomes its resolved path.
+const resetOOM = `echo 0 > /proc/self/oom_score_adj; exec "$@"`
 
 // Values of /proc/<pid>/oom_score_adj.
 const (
-	oomNever   = "-1000" // init and the agent: the OOM killer never chooses them
-	oomDefault = "0"     // every process the agent starts
+	oomNever = "-1000" // init and the agent: the OOM killer never chooses them
 )
 
-// IsGuest reports whether this process is init, the agent, or the agent's
-// re-exec helper, inside the sandbox kernel.
-func IsGuest() bool {
-	return isExecHelper() || os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == ""
-}
-
-func isExecHelper() bool { return len(os.Args) > 1 && os.Args[0] == execHelperName }
+// IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.
+func IsGuest() bool { return os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == "" }
 
 // GuestMain runs lvslab's part inside the sandbox kernel. As init (pid 1) it
 // prepares the system, starts the agent as its child and reaps every process
@@ -55,9 +54,6 @@ func isExecHelper() bool { return len(os.Args) > 1 && os.Args[0] == execHelperNa
 // memory it kills a lab's process, never the link every lab depends on. It
 // never returns.
 func GuestMain() {
-	if isExecHelper() {
-		execReset(os.Args[1], os.Args[2:])
-	}
 	if os.Getpid() != 1 {
 		// Inherited from init already; set here too, so that it holds however the
 		// agent was started.
@@ -69,12 +65,7 @@ func GuestMain() {
 			fmt.Fprintf(os.Stderr, "lvslab agent: serial line: %v\n", err)
 			os.Exit(1)
 		}
-		self, err := os.Executable()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", err)
-			os.Exit(1)
-		}
-		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}, helper: self}
+		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}, resetOOM: true}
 		fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", a.serve(tty))
 		os.Exit(0)
 	}
@@ -119,24 +110,6 @@ func setOOMScoreAdj(pid, v string) error {
 		return fmt.Errorf("oom_score_adj: %w", err)
 	}
 	return nil
-}
-
-// execReset is the re-exec helper: the agent starts every command as lvslab
-// itself under execHelperName, which gives the process back the default OOM
-// score (oom_score_adj is inherited, and the agent's is -1000) and then
-// executes the command in the same process. Resetting before the exec leaves
-// no moment in which the command could fork a child that keeps -1000. It
-// never returns.
-func execReset(path string, argv []string) {
-	if err := setOOMScoreAdj("self", oomDefault); err != nil {
-		fmt.Fprintf(os.Stderr, "lvslab sandbox: %v\n", err)
-	}
-	err := unix.Exec(path, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "lvslab sandbox: exec %s: %v\n", path, err)
-	if errors.Is(err, unix.ENOENT) {
-		os.Exit(127)
-	}
-	os.Exit(126)
 }
 
 func guestSetup() error {
@@ -206,10 +179,10 @@ type guestProc struct {
 
 // agent runs the host's requests as processes and streams their output back.
 type agent struct {
-	fw     *frameWriter
-	helper string // lvslab, to start commands through execReset; none when empty
-	mu     sync.Mutex
-	procs  map[uint32]*guestProc
+	fw       *frameWriter
+	resetOOM bool // start commands through resetOOM (in the guest)
+	mu       sync.Mutex
+	procs    map[uint32]*guestProc
 }
 
 func (a *agent) serve(r io.Reader) error {
@@ -270,9 +243,9 @@ func (a *agent) start(id uint32, payload []byte) {
 		fail(cmd.Err)
 		return
 	}
-	if a.helper != "" {
-		cmd.Args = append([]string{execHelperName, cmd.Path}, req.Argv...)
-		cmd.Path = a.helper
+	if a.resetOOM {
+		cmd.Args = append([]string{"sh", "-c", resetOOM, "lvslab-sandbox", cmd.Path}, req.Argv[1:]...)
+		cmd.Path = "/bin/sh"
 	}
 	cmd.Env = append(req.Env, EnvInSandbox+"=1")
 	cmd.Dir = req.Dir
