@@ -34,14 +34,13 @@ var GuestModules = []string{
 // and the agent's is -1000), then executes the command in the same process.
 // Resetting before the exec leaves no moment in which the command could fork a
 // child that keeps -1000. A shell, not lvslab itself: starting the Go binary
-// costs about 0.17 s in the guest, sh a few milliseconds. The command's argv[0]
+// costs about 0.17 s in the guest, sh about 20 ms. The command's argv[0]
 // becomes its resolved path.
 const resetOOM = `echo 0 > /proc/self/oom_score_adj; exec "$@"`
 
-// Values of /proc/<pid>/oom_score_adj.
-const (
-	oomNever = "-1000" // init and the agent: the OOM killer never chooses them
-)
+// oomNever is the oom_score_adj of init and the agent: the OOM killer never
+// chooses them.
+const oomNever = "-1000"
 
 // IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.
 func IsGuest() bool { return os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == "" }
