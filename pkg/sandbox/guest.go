@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/lvslab/lvslab/pkg/kmod"
@@ -22,21 +23,42 @@ const EnvGuest = "LVSLAB_GUEST"
 // the kernel it runs on.
 const EnvInSandbox = "LVSLAB_IN_SANDBOX"
 
+// resetOOM is the re-exec through which the agent starts every command: a
+// shell that gives itself the default OOM score (oom_score_adj is inherited,
+// and the agent's is -1000), then executes the command in the same process.
+// Resetting before the exec leaves no moment in which the command could fork a
+// child that keeps -1000. A shell, not lvslab itself: starting the Go binary
+// costs about 0.17 s in the guest, sh about 20 ms. The command's argv[0]
+// becomes its resolved path.
+const resetOOM = `echo 0 > /proc/self/oom_score_adj; exec "$@"`
+
+// oomNever is the oom_score_adj of init and the agent: the OOM killer never
+// chooses them.
+const oomNever = "-1000"
+
 // IsGuest reports whether this process is init, or the agent, inside the sandbox kernel.
 func IsGuest() bool { return os.Getenv(EnvGuest) != "" && os.Getenv(EnvInSandbox) == "" }
 
 // GuestMain runs lvslab's part inside the sandbox kernel. As init (pid 1) it
 // prepares the system, starts the agent as its child and reaps every process
 // until the agent ends, then powers off. As the agent, it serves the host over the
-// serial line until asked to power off or the line breaks. It never returns.
+// serial line until asked to power off or the line breaks. Init and the agent are
+// exempt from the OOM killer (oom_score_adj -1000): when a guest runs out of
+// memory it kills a lab's process, never the link every lab depends on. It
+// never returns.
 func GuestMain() {
 	if os.Getpid() != 1 {
+		// Inherited from init already; set here too, so that it holds however the
+		// agent was started.
+		if err := setOOMScoreAdj("self", oomNever); err != nil {
+			fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", err)
+		}
 		tty, err := openRaw("/dev/ttyS0")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "lvslab agent: serial line: %v\n", err)
 			os.Exit(1)
 		}
-		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}}
+		a := &agent{fw: &frameWriter{w: tty}, procs: map[uint32]*guestProc{}, resetOOM: true}
 		fmt.Fprintf(os.Stderr, "lvslab agent: %v\n", a.serve(tty))
 		os.Exit(0)
 	}
@@ -57,9 +79,30 @@ func GuestMain() {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
 		if pid == agentProc.Pid || errors.Is(err, unix.ECHILD) {
+			// On the console, which the host quotes when the kernel stops.
+			fmt.Fprintf(os.Stderr, "lvslab guest: the agent ended (%s); powering off\n", describe(ws))
 			poweroff()
 		}
 	}
+}
+
+// describe says how a process ended.
+func describe(ws unix.WaitStatus) string {
+	switch {
+	case ws.Signaled():
+		return "killed by signal " + ws.Signal().String()
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
+}
+
+// setOOMScoreAdj writes a process's oom_score_adj (pid "self" for this one).
+func setOOMScoreAdj(pid, v string) error {
+	if err := os.WriteFile("/proc/"+pid+"/oom_score_adj", []byte(v), 0); err != nil {
+		return fmt.Errorf("oom_score_adj: %w", err)
+	}
+	return nil
 }
 
 func guestSetup() error {
@@ -72,6 +115,9 @@ func guestSetup() error {
 		if err := unix.Mount(m.src, m.dst, m.typ, 0, m.data); err != nil {
 			return fmt.Errorf("mount %s: %w", m.dst, err)
 		}
+	}
+	if err := setOOMScoreAdj("self", oomNever); err != nil { // the agent inherits it
+		return err
 	}
 	if _, err := os.Stat("/dev/ttyS0"); err != nil {
 		if err := unix.Mount("devtmpfs", "/dev", "devtmpfs", 0, ""); err != nil {
@@ -119,15 +165,17 @@ func openRaw(path string) (*os.File, error) {
 }
 
 type guestProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd         *exec.Cmd
+	stdin       io.WriteCloser
+	interrupted atomic.Bool // the host signalled it: it ends with its leader
 }
 
 // agent runs the host's requests as processes and streams their output back.
 type agent struct {
-	fw    *frameWriter
-	mu    sync.Mutex
-	procs map[uint32]*guestProc
+	fw       *frameWriter
+	resetOOM bool // start commands through resetOOM (in the guest)
+	mu       sync.Mutex
+	procs    map[uint32]*guestProc
 }
 
 func (a *agent) serve(r io.Reader) error {
@@ -153,8 +201,13 @@ func (a *agent) serve(r io.Reader) error {
 			if p != nil {
 				p.stdin.Close()
 			}
+		case frameSignal:
+			if sig := syscall.Signal(exitCode(f.payload)); p != nil && sig > 0 && sig < 65 {
+				p.interrupted.Store(true)
+				_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+			}
 		case frameKill:
-			if p != nil && p.cmd.Process != nil {
+			if p != nil {
 				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 			}
 		case framePowerOff:
@@ -163,6 +216,11 @@ func (a *agent) serve(r io.Reader) error {
 	}
 }
 
+// start runs a request in a process group of its own, with output relayed as
+// frames, and reports its exit status once its output has ended. A process the
+// host signalled ends with its leader: what is left of its group is killed then,
+// so the exit status is not held back by a background child keeping the output
+// open.
 func (a *agent) start(id uint32, payload []byte) {
 	fail := func(err error) {
 		_ = a.fw.write(frameStderr, id, []byte("lvslab sandbox: "+err.Error()+"\n"))
@@ -174,6 +232,14 @@ func (a *agent) start(id uint32, payload []byte) {
 		return
 	}
 	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+	if cmd.Err != nil {
+		fail(cmd.Err)
+		return
+	}
+	if a.resetOOM {
+		cmd.Args = append([]string{"sh", "-c", resetOOM, "lvslab-sandbox", cmd.Path}, req.Argv[1:]...)
+		cmd.Path = "/bin/sh"
+	}
 	cmd.Env = append(req.Env, EnvInSandbox+"=1")
 	cmd.Dir = req.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -182,18 +248,40 @@ func (a *agent) start(id uint32, payload []byte) {
 		fail(err)
 		return
 	}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
+	// Pipes of our own: cmd.Wait then waits for the process only, not for
+	// whoever else holds the write ends.
+	var outs [2]*os.File
+	for i := range outs {
+		r, w, err := os.Pipe()
+		if err != nil {
+			if outs[0] != nil {
+				outs[0].Close()
+			}
+			fail(err)
+			return
+		}
+		defer w.Close()
+		outs[i] = r
+		if i == 0 {
+			cmd.Stdout = w
+		} else {
+			cmd.Stderr = w
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		outs[0].Close()
+		outs[1].Close()
 		fail(err)
 		return
 	}
+	p := &guestProc{cmd: cmd, stdin: stdin}
 	a.mu.Lock()
-	a.procs[id] = &guestProc{cmd: cmd, stdin: stdin}
+	a.procs[id] = p
 	a.mu.Unlock()
 	var wg sync.WaitGroup
-	copyOut := func(typ byte, r io.Reader) {
+	copyOut := func(typ byte, r *os.File) {
 		defer wg.Done()
+		defer r.Close()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
@@ -206,11 +294,14 @@ func (a *agent) start(id uint32, payload []byte) {
 		}
 	}
 	wg.Add(2)
-	go copyOut(frameStdout, stdout)
-	go copyOut(frameStderr, stderr)
+	go copyOut(frameStdout, outs[0])
+	go copyOut(frameStderr, outs[1])
 	go func() {
-		wg.Wait()
 		err := cmd.Wait()
+		if p.interrupted.Load() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+		wg.Wait()
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +22,19 @@ import (
 
 // DefaultDir holds the kept sandbox kernel's files on the host.
 const DefaultDir = "/run/lvslab/sandbox"
+
+// EnvDir names the environment variable that moves the kept sandbox's
+// directory away from DefaultDir (e.g. for a second, private sandbox).
+const EnvDir = "LVSLAB_SANDBOX_DIR"
+
+// Dir is the kept sandbox's directory: LVSLAB_SANDBOX_DIR when set, else
+// DefaultDir.
+func Dir() string {
+	if d := os.Getenv(EnvDir); d != "" {
+		return d
+	}
+	return DefaultDir
+}
 
 // Files of a kept sandbox, under its directory.
 const (
@@ -32,7 +46,9 @@ const (
 
 // Serve boots a kernel and serves it on a Unix socket in dir until the kernel
 // powers off (a Stop request, or ctx ending). It is the body of the detached
-// supervisor process that Ensure starts.
+// supervisor process that Ensure starts. The console goes to console.log in dir,
+// which is kept after the kernel stops. When a client's connection drops, the
+// processes it started are interrupted, and killed after cfg.Grace.
 func Serve(ctx context.Context, dir string, cfg Config) error {
 	if err := os.MkdirAll(filepath.Join(dir, "uml"), 0o755); err != nil {
 		return err
@@ -67,19 +83,37 @@ func Serve(ctx context.Context, dir string, cfg Config) error {
 		}
 		ln.Close()
 	}()
+	var relays sync.WaitGroup
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			break
 		}
-		go k.proxy(c)
+		go k.proxy(c, &relays)
 	}
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
 	select {
-	case <-k.exit:
-	case <-time.After(10 * time.Second):
+	case <-k.exited:
+	case <-t.C:
 		k.Kill()
 	}
 	k.killGroup()
+	// Let the relays tell their clients why their processes ended, with a bound:
+	// a client that does not read must not keep the supervisor. Every relay was
+	// counted before the link closed (mux.open), so none is added after done.
+	t.Reset(stopWait + 5*time.Second)
+	select {
+	case <-k.mux.done:
+	case <-t.C:
+		return nil
+	}
+	relayed := make(chan struct{})
+	go func() { relays.Wait(); close(relayed) }()
+	select {
+	case <-relayed:
+	case <-t.C:
+	}
 	return nil
 }
 
@@ -90,8 +124,10 @@ func cleanup(dir string) {
 	os.RemoveAll(filepath.Join(dir, "uml"))
 }
 
-// proxy relays one client connection's streams to the kernel.
-func (k *Kernel) proxy(c net.Conn) {
+// proxy relays one client connection's streams to the kernel. When the
+// connection drops, the processes still running on it are interrupted (SIGINT)
+// and, those still there after the kernel's grace period, killed.
+func (k *Kernel) proxy(c net.Conn, relays *sync.WaitGroup) {
 	defer c.Close()
 	out := &frameWriter{w: c}
 	var mu sync.Mutex
@@ -99,9 +135,19 @@ func (k *Kernel) proxy(c net.Conn) {
 	defer func() {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, s := range streams {
-			_ = s.send(frameKill, nil)
+		if len(streams) == 0 {
+			return
 		}
+		for _, s := range streams {
+			_ = s.send(frameSignal, intPayload(int(unix.SIGINT)))
+		}
+		time.AfterFunc(k.grace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range streams { // those that have not exited
+				_ = s.send(frameKill, nil)
+			}
+		})
 	}()
 	for {
 		f, err := readFrame(c)
@@ -113,18 +159,23 @@ func (k *Kernel) proxy(c net.Conn) {
 		mu.Unlock()
 		switch f.typ {
 		case frameOpen:
-			s, err := k.mux.open(f.payload)
+			s, err := k.mux.open(f.payload, relays)
 			if err != nil {
-				_ = out.write(frameStderr, f.stream, []byte(err.Error()+"\n"))
-				_ = out.write(frameExit, f.stream, exitPayload(255))
+				k.relayEnd(out, f.stream, err)
 				continue
 			}
 			mu.Lock()
 			streams[f.stream] = s
 			mu.Unlock()
 			go func(clientID uint32) {
+				defer relays.Done()
+				ended := false
 				for g := range s.in {
+					ended = final(g)
 					_ = out.write(g.typ, clientID, g.payload)
+				}
+				if !ended { // the kernel stopped under it: say so
+					k.relayEnd(out, clientID, k.mux.closedErr())
 				}
 				mu.Lock()
 				delete(streams, clientID)
@@ -132,7 +183,7 @@ func (k *Kernel) proxy(c net.Conn) {
 			}(f.stream)
 		case framePowerOff:
 			_ = k.mux.fw.write(framePowerOff, 0, nil)
-		default:
+		case frameStdin, frameStdinEOF, frameSignal, frameKill:
 			if s != nil {
 				_ = s.send(f.typ, f.payload)
 			}
@@ -140,27 +191,81 @@ func (k *Kernel) proxy(c net.Conn) {
 	}
 }
 
+// relayEnd ends a client's stream with err: a stopped kernel as such, anything
+// else as a message and status 255.
+func (k *Kernel) relayEnd(out *frameWriter, id uint32, err error) {
+	if errors.Is(err, ErrKernelStopped) {
+		_ = out.write(frameStopped, id, []byte(err.Error()))
+		return
+	}
+	_ = out.write(frameStderr, id, []byte(err.Error()+"\n"))
+	_ = out.write(frameExit, id, exitPayload(255))
+}
+
 // Client talks to a kept sandbox kernel through its supervisor.
 type Client struct {
-	conn net.Conn
-	mux  *mux
+	// Grace is how long a process whose Exec was cancelled has between its
+	// SIGINT and being killed; DefaultGrace when 0. Set it before any Exec.
+	Grace   time.Duration
+	dir     string
+	conn    net.Conn
+	mux     *mux
+	closing atomic.Bool
 }
 
 // Dial connects to the kept sandbox in dir.
 func Dial(dir string) (*Client, error) {
-	c, err := net.DialTimeout("unix", filepath.Join(dir, sockName), 2*time.Second)
+	conn, err := net.DialTimeout("unix", filepath.Join(dir, sockName), 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: c, mux: newMux(c, c)}, nil
+	c := &Client{dir: dir, conn: conn}
+	c.mux = newMux(conn, conn, c.linkClosed)
+	return c, nil
 }
 
-// Close closes the connection; processes still running on it are killed.
-func (c *Client) Close() error { return c.conn.Close() }
+// linkClosed is the error of the streams still open when the connection to the
+// supervisor ends without a word from it (the supervisor was killed, say): the
+// console log in dir may tell why.
+func (c *Client) linkClosed(err error) error {
+	if c.closing.Load() {
+		return errClosed
+	}
+	path := filepath.Join(c.dir, consoleLog)
+	return fmt.Errorf("%w (the kept sandbox's supervisor in %s: %v); the last lines of %s:\n%s", errClosed, c.dir, err, path, logTail(path, consoleLines))
+}
 
-// Exec runs a process in the kept kernel, like Kernel.Exec.
+// logTail quotes the last n lines of a log file, reading at most its last 64 KiB.
+func logTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "  (" + err.Error() + ")"
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > 64<<10 {
+		_, _ = f.Seek(-64<<10, io.SeekEnd)
+	}
+	t := &tail{max: n}
+	_, _ = io.Copy(t, f)
+	return t.quote()
+}
+
+// Close closes the connection; processes still running on it are interrupted,
+// then killed after the supervisor's grace period.
+func (c *Client) Close() error {
+	c.closing.Store(true)
+	return c.conn.Close()
+}
+
+// Exec runs a process in the kept kernel, like Kernel.Exec (Grace is the
+// client's).
 func (c *Client) Exec(ctx context.Context, req Request, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	return c.mux.exec(ctx, req, stdin, stdout, stderr)
+	return c.mux.exec(ctx, c.Grace, req, stdin, stdout, stderr)
+}
+
+// Memory reports the guest's memory, read from its /proc/meminfo.
+func (c *Client) Memory(ctx context.Context) (MemInfo, error) {
+	return guestMemory(ctx, c.mux, c.Grace)
 }
 
 // Running reports whether a kept sandbox serves in dir.

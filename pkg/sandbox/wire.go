@@ -1,11 +1,16 @@
 package sandbox
 
 import (
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Frame types. Each frame is: type (1 byte), stream id (4 bytes), payload length
@@ -14,13 +19,21 @@ const (
 	frameOpen     = 'O' // host->guest: start a process; payload is a JSON Request
 	frameStdin    = 'I' // host->guest: stdin bytes
 	frameStdinEOF = 'C' // host->guest: close stdin
-	frameKill     = 'K' // host->guest: kill the stream's process
+	frameSignal   = 'S' // host->guest: signal the stream's process group; payload 4 bytes big-endian
+	frameKill     = 'K' // host->guest: kill the stream's process group
 	framePowerOff = 'P' // host->guest: power the kernel off
 	frameStdout   = '1' // guest->host
 	frameStderr   = '2' // guest->host
 	frameExit     = 'X' // guest->host: exit status, payload 4 bytes big-endian
 	frameReady    = 'R' // guest->host: the agent is serving
+	// supervisor->client: the kernel stopped under the stream; payload is the
+	// error text (how it ended, its console's last lines).
+	frameStopped = 'D'
 )
+
+// DefaultGrace is how long a cancelled command has to exit after its SIGINT
+// (time enough for a guest `lvslab up` to roll a lab back) before it is killed.
+const DefaultGrace = 20 * time.Second
 
 const maxPayload = 1 << 20
 
@@ -80,7 +93,10 @@ func readFrame(r io.Reader) (frame, error) {
 	return f, nil
 }
 
-func exitPayload(code int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(int32(code))) }
+// intPayload encodes an exit status or a signal number.
+func intPayload(n int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(int32(n))) }
+
+func exitPayload(code int) []byte { return intPayload(code) }
 
 func exitCode(p []byte) int {
 	if len(p) != 4 {
@@ -89,39 +105,70 @@ func exitCode(p []byte) int {
 	return int(int32(binary.BigEndian.Uint32(p)))
 }
 
-// errClosed is returned once the link to the guest is gone.
+// errClosed is returned once the link to the guest is gone, when nothing better
+// is known about why.
 var errClosed = errors.New("sandbox: link to the kernel closed")
+
+// ErrKernelStopped is matched (errors.Is) by the error of every call cut short
+// because the sandbox kernel stopped; the error's text says how it ended and
+// quotes the last lines of its console.
+var ErrKernelStopped = errors.New("sandbox: the sandbox kernel stopped")
+
+// kernelStoppedError carries its whole text, so that it crosses the
+// supervisor's socket unchanged.
+type kernelStoppedError struct{ msg string }
+
+func (e kernelStoppedError) Error() string        { return e.msg }
+func (e kernelStoppedError) Is(target error) bool { return target == ErrKernelStopped }
 
 // mux multiplexes streams over one framed link (the host's side of the serial line).
 type mux struct {
 	fw      *frameWriter
+	onClose func(error) error // says why the link closed; nil: errClosed
 	mu      sync.Mutex
 	next    uint32
 	streams map[uint32]chan frame
 	ready   chan struct{}
 	done    chan struct{}
-	err     error
+	err     error // why the link closed, once done is closed
 }
 
-func newMux(r io.Reader, w io.Writer) *mux {
-	m := &mux{fw: &frameWriter{w: w}, streams: map[uint32]chan frame{}, ready: make(chan struct{}), done: make(chan struct{})}
+// newMux serves the link r/w. onClose, when not nil, is called once with the
+// read error when the link breaks and returns the error the streams report (it
+// may wait a bounded time to learn why).
+func newMux(r io.Reader, w io.Writer, onClose func(error) error) *mux {
+	m := &mux{fw: &frameWriter{w: w}, onClose: onClose, streams: map[uint32]chan frame{}, ready: make(chan struct{}), done: make(chan struct{})}
 	go m.read(r)
 	return m
 }
+
+// closedErr is why the link closed; call it only once done is closed.
+func (m *mux) closedErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// final reports whether f is a stream's last frame.
+func final(f frame) bool { return f.typ == frameExit || f.typ == frameStopped }
 
 func (m *mux) read(r io.Reader) {
 	var once sync.Once
 	for {
 		f, err := readFrame(r)
 		if err != nil {
+			why := errClosed
+			if m.onClose != nil {
+				why = m.onClose(err)
+			}
 			m.mu.Lock()
-			m.err = err
+			m.err = why
 			for id, ch := range m.streams {
 				close(ch)
 				delete(m.streams, id)
 			}
+			close(m.done) // under the lock: open cannot add a stream that is never closed
 			m.mu.Unlock()
-			close(m.done)
 			return
 		}
 		if f.typ == frameReady {
@@ -130,7 +177,7 @@ func (m *mux) read(r io.Reader) {
 		}
 		m.mu.Lock()
 		ch := m.streams[f.stream]
-		if f.typ == frameExit && ch != nil {
+		if final(f) && ch != nil {
 			delete(m.streams, f.stream)
 		}
 		m.mu.Unlock()
@@ -138,7 +185,7 @@ func (m *mux) read(r io.Reader) {
 			continue
 		}
 		ch <- f
-		if f.typ == frameExit {
+		if final(f) {
 			close(ch)
 		}
 	}
@@ -151,13 +198,18 @@ type stream struct {
 	in chan frame
 }
 
-func (m *mux) open(req []byte) (*stream, error) {
+// open starts a process on a new stream. When track is not nil, it is
+// incremented for the stream, before the link can close.
+func (m *mux) open(req []byte, track *sync.WaitGroup) (*stream, error) {
 	m.mu.Lock()
 	select {
 	case <-m.done:
-		m.mu.Unlock()
-		return nil, errClosed
+		defer m.mu.Unlock()
+		return nil, m.err
 	default:
+	}
+	if track != nil {
+		track.Add(1)
 	}
 	m.next++
 	s := &stream{m: m, id: m.next, in: make(chan frame, 64)}
@@ -186,4 +238,57 @@ func (s *stream) pump(r io.Reader) {
 		}
 	}
 	_ = s.send(frameStdinEOF, nil)
+}
+
+// exec runs one request on a new stream and waits for its exit status.
+func (m *mux) exec(ctx context.Context, grace time.Duration, req Request, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return 0, err
+	}
+	s, err := m.open(b, nil)
+	if err != nil {
+		return 0, err
+	}
+	return s.wait(ctx, grace, stdin, stdout, stderr)
+}
+
+// wait relays the stream's output until its exit status arrives. When ctx ends
+// it interrupts the process (SIGINT to its process group, as a terminal's
+// Ctrl-C does) and, if the process has not exited after grace (DefaultGrace
+// when 0), kills the group. The status is then the process's, not an error.
+func (s *stream) wait(ctx context.Context, grace time.Duration, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	go s.pump(stdin)
+	cancelled := ctx.Done()
+	var escalate <-chan time.Time
+	for {
+		select {
+		case f, ok := <-s.in:
+			if !ok {
+				return 0, s.m.closedErr()
+			}
+			switch f.typ {
+			case frameStdout:
+				_, _ = stdout.Write(f.payload)
+			case frameStderr:
+				_, _ = stderr.Write(f.payload)
+			case frameExit:
+				return exitCode(f.payload), nil
+			case frameStopped:
+				return 0, kernelStoppedError{string(f.payload)}
+			}
+		case <-cancelled:
+			cancelled = nil
+			_ = s.send(frameSignal, intPayload(int(unix.SIGINT)))
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			escalate = t.C
+		case <-escalate:
+			escalate = nil
+			_ = s.send(frameKill, nil)
+		}
+	}
 }
