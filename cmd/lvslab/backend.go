@@ -87,7 +87,7 @@ func (a *app) chooseBackend(ctx context.Context) (Backend, error) {
 	default:
 		return nil, usageError{fmt.Errorf("--kernel %q: want auto, host or uml", a.kernel)}
 	}
-	if sandbox.Running(sandbox.DefaultDir) || !hostCanIPVS() {
+	if sandbox.Running(sandbox.Dir()) || !hostCanIPVS() {
 		return a.sandboxed(), nil
 	}
 	return local, nil

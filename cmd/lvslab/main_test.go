@@ -32,7 +32,7 @@ func binary(t *testing.T) string {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("build lvslab first (make build): %v", err)
 	}
-	if sandbox.Running(sandbox.DefaultDir) {
+	if sandbox.Running(sandbox.Dir()) {
 		t.Fatalf("a sandbox kernel is already running; stop it first (lvslab down)")
 	}
 	t.Cleanup(func() { exec.Command(bin, "gc").Run() })

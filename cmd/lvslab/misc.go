@@ -111,7 +111,7 @@ func (a *app) sandboxCommand() *cobra.Command {
 			return sandbox.Serve(cmd.Context(), dir, sandbox.Config{})
 		},
 	}
-	serve.Flags().StringVar(&dir, "dir", sandbox.DefaultDir, "directory for the sandbox's files")
+	serve.Flags().StringVar(&dir, "dir", sandbox.Dir(), "directory for the sandbox's files")
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "whether the kept sandbox kernel runs, and its labs",
@@ -128,7 +128,7 @@ func (a *app) sandboxCommand() *cobra.Command {
 		Use:   "stop",
 		Short: "power the kept sandbox kernel off, and every lab in it",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sandbox.Stop(cmd.Context(), sandbox.DefaultDir)
+			return sandbox.Stop(cmd.Context(), sandbox.Dir())
 		},
 	}
 	c.AddCommand(run, serve, status, stop)

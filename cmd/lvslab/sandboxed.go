@@ -21,13 +21,16 @@ type sandboxBackend struct {
 	dir string
 }
 
-func (a *app) sandboxed() *sandboxBackend { return &sandboxBackend{app: a, dir: sandbox.DefaultDir} }
+func (a *app) sandboxed() *sandboxBackend { return &sandboxBackend{app: a, dir: sandbox.Dir()} }
 
 // forward runs this command line in the kernel, starting it if start is set.
 func (b *sandboxBackend) forward(ctx context.Context, start bool, stdin io.Reader) error {
 	var c *sandbox.Client
 	var err error
 	if start {
+		if _, err := sandbox.GuestMem(); err != nil {
+			return err // a bad LVSLAB_SANDBOX_MEM fails before a kernel boots
+		}
 		t := time.Now()
 		c, err = sandbox.Ensure(ctx, b.dir, self())
 		if err == nil && time.Since(t) > 100*time.Millisecond {
