@@ -22,7 +22,7 @@ const maxFuzzInput = 64 << 10
 
 // FuzzScenario checks properties of Parse on any bytes:
 //   - it returns (no panic, no hang: the fuzzer reports an input that runs too long);
-//   - a rejected input's error starts with the file name given, on every line;
+//   - a rejected input's error starts with the file name given;
 //   - an accepted input parses the same way twice;
 //   - every director's services, printed as ipvsadm-save prints them and run again
 //     as rules, give the same services (the YAML form says nothing ipvsadm cannot);
@@ -60,10 +60,9 @@ func FuzzScenario(f *testing.F) {
 		}
 		s, err := Parse(fuzzFile, data)
 		if err != nil {
-			for _, line := range strings.Split(err.Error(), "\n") {
-				if !strings.HasPrefix(line, fuzzFile+": ") {
-					t.Fatalf("error does not name the file: %q", err)
-				}
+			// Further lines may name the topology file, where those problems are.
+			if !strings.HasPrefix(err.Error(), fuzzFile+": ") {
+				t.Fatalf("error does not start with the file name: %q", err)
 			}
 			return
 		}

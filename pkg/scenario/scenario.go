@@ -5,6 +5,7 @@ package scenario
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -509,8 +510,8 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 			svc.Persistent, svc.Timeout = true, apply.DefaultTimeout
 		}
 	case int:
-		if p < 1 {
-			return svc, fail(field+".persistent", "%d is not a timeout in seconds (1.., or true for 300)", p)
+		if p < 1 || p > math.MaxUint32 {
+			return svc, fail(field+".persistent", "%d is not a timeout in seconds (1..4294967295, or true for 300)", p)
 		}
 		svc.Persistent, svc.Timeout = true, uint32(p)
 	default:
