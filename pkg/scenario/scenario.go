@@ -481,7 +481,8 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 		if err != nil {
 			return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
 		}
-		svc.Addr = ap
+		// As ipvsadm reads it: an IPv4-mapped address is the IPv4 address.
+		svc.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	case rs.Protocol == "":
 		return svc, fail(field+".protocol", "missing (tcp or udp, or give fwmark)")
 	default:
@@ -539,6 +540,7 @@ func parseService(field string, rs rawService, fail failFunc) (apply.Service, er
 			}
 			ap = netip.AddrPortFrom(a, svc.Addr.Port())
 		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		if ap.Addr().Is6() != svc.Is6() {
 			return svc, fail(f+".address", "%q is not of the service's address family", r.Address)
 		}
