@@ -73,10 +73,15 @@ bench: build
 	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
 
-# Fuzz the ipvsadm rule parser; new interesting inputs stay in Go's cache, copy
-# them to pkg/ipvsadm/testdata/fuzz/FuzzRule to keep them as regression seeds.
+# Fuzz the loaders one after the other, each for FUZZTIME (default 60s): the ipvsadm
+# rule parser, scenario files, topology files. New inputs are minimized for at most
+# 5s (Go's default of 60s would eat most of a short run).
+# New interesting inputs stay in Go's cache; copy one to the package's
+# testdata/fuzz/<Target>/ only when it exposed a bug, as a regression seed.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzRule -fuzztime $${FUZZTIME:-60s} ./pkg/ipvsadm/
+	$(GO) test -run '^$$' -fuzz '^FuzzRule$$' -fuzztime $${FUZZTIME:-60s} -fuzzminimizetime 5s ./pkg/ipvsadm/
+	$(GO) test -run '^$$' -fuzz '^FuzzScenario$$' -fuzztime $${FUZZTIME:-60s} -fuzzminimizetime 5s ./pkg/scenario/
+	$(GO) test -run '^$$' -fuzz '^FuzzTopology$$' -fuzztime $${FUZZTIME:-60s} -fuzzminimizetime 5s ./pkg/topo/
 
 clean:
 	rm -rf bin $(REPORT)

@@ -146,36 +146,101 @@ func TestBuildErrorsNameTheLine(t *testing.T) {
 	}
 }
 
-// FuzzRule: any line either fails to parse, or parses to a rule whose printed
-// form parses back to the same rule.
+// FuzzRule checks properties of ParseRule and Exec on any line:
+//   - a line either fails to parse or parses to a rule;
+//   - a rule that parses runs on a table that holds what it names (a -A of its
+//     service first, and a -a of its real server for -e and -d), and a -A of the
+//     service as ServiceArg names it parses too;
+//   - a real server of -a or -e has a weight in 0..65535 and, when it has an upper
+//     threshold, a lower one not above it;
+//   - the table, printed with WriteSave and run again as rules, gives the same
+//     services (round trip).
 func FuzzRule(f *testing.F) {
 	for _, r := range seedRules {
 		f.Add(r)
 	}
-	f.Add("-A -t [::1]:0 -s sh -b sh-port -p")
-	f.Add("--add-server --fwmark-service 7 --real-server 1.2.3.4 --ipip --weight 9")
+	for _, r := range []string{
+		"-A -t [::1]:0 -s sh -b sh-port -p",
+		"--add-server --fwmark-service 7 --real-server 1.2.3.4 --ipip --weight 9",
+		"-a -t 203.0.113.1:80 -r 198.51.100.11:8080 -m -w 0 -x 4294967295 -y 4294967295",
+		"-a -t 203.0.113.1:80 -r 198.51.100.11 -g -x 5",
+		"-a -t 203.0.113.1:80 -r 198.51.100.11 -i -y 5",
+		"-a -u [2001:db8::1]:53 -r [2001:db8:1::11] -i -w 65535 -x 1 -y 1",
+		"-a -f 10 -6 -r [2001:db8:1::11]:0 -g -w 2",
+		"-e -t 203.0.113.1:80 -r 198.51.100.11:80 -g -w 7 -x 100 -y 50",
+		"-e -f 10 -r 198.51.100.11 -i -x 3",
+		"-e -u 203.0.113.1:53 -r 198.51.100.12:53 -m -y 9",
+		"--edit-server --udp-service 203.0.113.1:53 --real-server 198.51.100.12 --masquerading --u-threshold 10 --l-threshold 2",
+		"--add-server --tcp-service=203.0.113.1:80 --real-server=198.51.100.11 --gatewaying --weight=4 --u-threshold=8 --l-threshold=8",
+		"-d -u 203.0.113.1:53 -r 198.51.100.12",
+		"-E -f 10 -s sh -b sh-fallback -p 10",
+		"-C",
+	} {
+		f.Add(r)
+	}
 	f.Fuzz(func(t *testing.T, line string) {
 		r, err := ParseRule(line)
 		if err != nil {
 			return
 		}
-		var t1 Rules
-		if r.Op != AddService {
-			return
+		if r.Op == AddServer || r.Op == EditServer {
+			if r.Server.Weight < 0 || r.Server.Weight > 65535 {
+				t.Fatalf("%q: weight %d", line, r.Server.Weight)
+			}
+			if r.Server.Upper != 0 && r.Server.Lower > r.Server.Upper {
+				t.Fatalf("%q: lower threshold %d above upper %d", line, r.Server.Lower, r.Server.Upper)
+			}
 		}
-		if err := t1.Exec(r); err != nil {
+		// What the rule names must exist before it runs.
+		var setup []string
+		switch r.Op {
+		case EditService, DelService, AddServer:
+			setup = []string{"-A " + ServiceArg(r.Service)}
+		case EditServer, DelServer:
+			setup = []string{"-A " + ServiceArg(r.Service), "-a " + ServiceArg(r.Service) + " -r " + r.Server.Addr.String()}
+		}
+		var table Rules
+		for _, s := range setup {
+			sr, err := ParseRule(s)
+			if err != nil {
+				t.Fatalf("%q: setup %q does not parse: %v", line, s, err)
+			}
+			if err := table.Exec(sr); err != nil {
+				t.Fatalf("%q: setup %q: %v", line, s, err)
+			}
+		}
+		if err := table.Exec(r); err != nil {
 			t.Fatalf("exec %q: %v", line, err)
 		}
 		var b bytes.Buffer
-		if err := WriteSave(&b, t1); err != nil {
+		if err := WriteSave(&b, table); err != nil {
 			t.Fatal(err)
 		}
-		again, err := Build(strings.Split(strings.TrimSpace(b.String()), "\n"))
-		if err != nil {
-			t.Fatalf("%q printed as %q, which does not parse: %v", line, b.String(), err)
+		var again []lab.Service
+		if saved := strings.TrimSpace(b.String()); saved != "" {
+			again, err = Build(strings.Split(saved, "\n"))
+			if err != nil {
+				t.Fatalf("%q printed as %q, which does not parse: %v", line, b.String(), err)
+			}
 		}
-		if !reflect.DeepEqual([]lab.Service(t1), again) {
-			t.Fatalf("%q: round trip\n got %+v\nwant %+v", line, again, t1)
+		if !reflect.DeepEqual(withoutEmpty(table), withoutEmpty(again)) {
+			t.Fatalf("%q: round trip through\n%s\n got %+v\nwant %+v", line, b.String(), again, table)
 		}
 	})
+}
+
+// withoutEmpty returns a copy of services in which empty server and flag lists are
+// nil, so that a list emptied by -d equals one never filled.
+func withoutEmpty(services []lab.Service) []lab.Service {
+	var out []lab.Service
+	for _, s := range services {
+		if len(s.Servers) == 0 {
+			s.Servers = nil
+		}
+		if len(s.SchedFlags) == 0 {
+			s.SchedFlags = nil
+		}
+		out = append(out, s)
+	}
+	return out
 }

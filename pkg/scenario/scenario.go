@@ -6,6 +6,7 @@ package scenario
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -456,7 +457,8 @@ func parseService(field string, rs rawService, fail failFunc) (lab.Service, erro
 		if err != nil {
 			return svc, fail(field+".address", "%q is not address:port (like 203.0.113.1:80 or [2001:db8::1]:80)", rs.Address)
 		}
-		svc.Addr = ap
+		// As ipvsadm reads it: an IPv4-mapped address is the IPv4 address.
+		svc.Addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	case rs.Protocol == "":
 		return svc, fail(field+".protocol", "missing (tcp or udp, or give fwmark)")
 	default:
@@ -487,8 +489,8 @@ func parseService(field string, rs rawService, fail failFunc) (lab.Service, erro
 			svc.Persistent, svc.Timeout = true, lab.DefaultTimeout
 		}
 	case int:
-		if p < 1 {
-			return svc, fail(field+".persistent", "%d is not a timeout in seconds (1.., or true for 300)", p)
+		if p < 1 || p > math.MaxUint32 {
+			return svc, fail(field+".persistent", "%d is not a timeout in seconds (1..4294967295, or true for 300)", p)
 		}
 		svc.Persistent, svc.Timeout = true, uint32(p)
 	default:
@@ -516,6 +518,7 @@ func parseService(field string, rs rawService, fail failFunc) (lab.Service, erro
 			}
 			ap = netip.AddrPortFrom(a, svc.Addr.Port())
 		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		if ap.Addr().Is6() != svc.Is6() {
 			return svc, fail(f+".address", "%q is not of the service's address family", r.Address)
 		}

@@ -117,3 +117,32 @@ nodes:
 		t.Errorf("lab name defaults to the topology's, got %q", s.Name)
 	}
 }
+
+// An IPv4-mapped address is the IPv4 address, as ipvsadm reads it: the service is
+// an IPv4 service, and it prints as ipvsadm-save prints it.
+func TestMappedAddressesAreIPv4(t *testing.T) {
+	s, err := Parse("../../scenarios/x.yaml", []byte(`version: 1
+topology: ../topologies/lvs-nat.clab.yml
+nodes:
+  director:
+    addresses: {eth2: [198.51.100.1/24]}
+    ipvs:
+      services:
+        - protocol: tcp
+          address: "[::ffff:203.0.113.1]:80"
+          servers: [{address: "::ffff:198.51.100.11", method: nat}]
+  web1:
+    addresses: {eth1: [198.51.100.11/24]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.Spec.Node("director")
+	svc := d.Services[0]
+	if svc.Addr != netip.MustParseAddrPort("203.0.113.1:80") || svc.Is6() || svc.Netmask != 32 {
+		t.Errorf("service %s (netmask /%d), want IPv4 203.0.113.1:80 /32", svc.Addr, svc.Netmask)
+	}
+	if got := svc.Servers[0].Addr; got != netip.MustParseAddrPort("198.51.100.11:80") {
+		t.Errorf("real server %s, want 198.51.100.11:80", got)
+	}
+}

@@ -11,10 +11,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
@@ -153,11 +155,32 @@ const MaxLabName = 40
 // ValidLabName reports whether name can name a lab.
 func ValidLabName(name string) bool { return nameRE.MatchString(name) && len(name) <= MaxLabName }
 
-// Load reads and validates a topology file.
+// MaxFileSize bounds what Load reads: topology files are a few hundred bytes.
+const MaxFileSize = 1 << 20
+
+// Load reads and validates a topology file. It reads only regular files of at most
+// MaxFileSize bytes, so a scenario naming /dev/zero or a FIFO fails instead of
+// reading forever or waiting for a writer.
 func Load(path string) (*Topology, error) {
-	b, err := os.ReadFile(path)
+	// O_NONBLOCK: opening a FIFO without a writer returns at once (regular files ignore it).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("topology: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("topology: %s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("topology: %s is larger than %d bytes", path, MaxFileSize)
 	}
 	return Parse(path, b)
 }

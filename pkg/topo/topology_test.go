@@ -1,10 +1,13 @@
 package topo
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Each invalid fixture names, on its first line, the error it must produce.
@@ -64,5 +67,39 @@ func TestNATTopology(t *testing.T) {
 	}
 	if NSName("nat-rr", "web1") != "clab-nat-rr-web1" {
 		t.Error("namespace names must follow containerlab's clab-<lab>-<node>")
+	}
+}
+
+// Load reads only regular files of bounded size: /dev/zero used to be read until
+// memory ran out, and a FIFO without a writer blocked forever.
+func TestLoadOnlyBoundedRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.clab.yml")
+	if err := os.WriteFile(big, append([]byte("name: x\n#"), bytes.Repeat([]byte("x"), MaxFileSize)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{"/dev/zero", "topology: /dev/zero is not a regular file"},
+		{fifo, "topology: " + fifo + " is not a regular file"},
+		{dir, "topology: " + dir + " is not a regular file"},
+		{big, "topology: " + big + " is larger than"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Load(c.path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+				t.Errorf("Load(%s): error %v, want %q", c.path, err, c.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Load(%s) still reading after 5s", c.path)
+		}
 	}
 }
