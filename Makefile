@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest bench fuzz clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostsnap-before hostsnap-after bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -44,7 +44,19 @@ lab-up: deps build
 lab-down: build
 	$(BIN) down
 
-test: deps build unit privileged hosttest e2e
+# The host's network namespace is snapshotted before and compared after: lvslab
+# must touch nothing of the host's (addresses, routes, rules, net sysctls,
+# nft/iptables rulesets, /run/netns).
+test: deps build hostsnap-before unit privileged hosttest e2e hostsnap-after
+
+hostsnap-before:
+	@mkdir -p $(REPORT)
+	$(GO) run ./internal/hostsnap > $(REPORT)/host-before.txt
+
+hostsnap-after:
+	$(GO) run ./internal/hostsnap > $(REPORT)/host-after.txt
+	@diff -u $(REPORT)/host-before.txt $(REPORT)/host-after.txt || \
+	  { echo "make test changed the host's network namespace (diff above)"; exit 1; }
 
 # The e2e suite needs a kernel with IPVS: it runs in `make e2e`, not here.
 unit:
@@ -60,7 +72,7 @@ privileged: build
 # The CLI on the host against a kept sandbox kernel: up returns, later commands
 # reach the lab, down and gc (after kill -9 of the supervisor) leave nothing.
 hosttest: build
-	$(GO) test -count=1 ./cmd/lvslab/
+	LVSLAB_REQUIRE_HOSTTEST=1 $(GO) test -count=1 ./cmd/lvslab/
 
 e2e: build bin/ginkgo
 	@mkdir -p $(REPORT)
