@@ -21,7 +21,8 @@ const fuzzFile = "../../scenarios/fuzz.yaml"
 const maxFuzzInput = 64 << 10
 
 // FuzzScenario checks properties of Parse on any bytes:
-//   - it returns (no panic, no hang: the fuzzer reports an input that runs too long);
+//   - it returns: no panic, no hang (Go's fuzzing worker fails an input still running
+//     after 10 s; topo.Load reads a topology path only if it is a small regular file);
 //   - a rejected input's error starts with the file name given;
 //   - an accepted input parses the same way twice;
 //   - every director's services, printed as ipvsadm-save prints them and run again

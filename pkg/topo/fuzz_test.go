@@ -20,7 +20,7 @@ const fuzzFile = "fuzz.clab.yml"
 const maxFuzzInput = 64 << 10
 
 // FuzzTopology checks properties of Parse on any bytes:
-//   - it returns (no panic, no hang: the fuzzer reports an input that runs too long);
+//   - it returns: no panic, no hang (Go's fuzzing worker fails an input still running after 10 s);
 //   - a rejected input's error starts with the file name given, on every line;
 //   - an accepted input parses the same way twice, and the topology written back as
 //     a topology file parses to the same name, nodes and links.
