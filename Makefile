@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostsnap-before hostsnap-after bench fuzz clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostkernel hostsnap-before hostsnap-after bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -47,7 +47,7 @@ lab-down: build
 # The host's network namespace is snapshotted before and compared after: lvslab
 # must touch nothing of the host's (addresses, routes, rules, net sysctls,
 # nft/iptables rulesets, /run/netns).
-test: deps build hostsnap-before unit privileged hosttest e2e hostsnap-after
+test: deps build hostsnap-before unit privileged hosttest hostkernel e2e hostsnap-after
 
 hostsnap-before:
 	@mkdir -p $(REPORT)
@@ -72,7 +72,14 @@ privileged: build
 # The CLI on the host against a kept sandbox kernel: up returns, later commands
 # reach the lab, down and gc (after kill -9 of the supervisor) leave nothing.
 hosttest: build
-	LVSLAB_REQUIRE_HOSTTEST=1 $(GO) test -count=1 ./cmd/lvslab/
+	LVSLAB_REQUIRE_HOSTTEST=1 $(GO) test -count=1 -skip '^TestHostKernel$$' ./cmd/lvslab/
+
+# lvslab as on a distribution's host whose kernel has IPVS but has not loaded it
+# (the --kernel host path): a bare sandbox kernel, nothing loaded, its module tree
+# at /lib/modules/<release>. lvslab detects IPVS, builds a NAT lab, removes it.
+hostkernel: build
+	$(GO) test -c -o bin/cmd.test ./cmd/lvslab/
+	LVSLAB_HOSTKERNEL=1 $(BIN) sandbox run --bare -- bin/cmd.test -test.run '^TestHostKernel$$' -test.v -test.count=1
 
 e2e: build bin/ginkgo
 	@mkdir -p $(REPORT)

@@ -77,8 +77,9 @@ func (a *app) sandboxCommand() *cobra.Command {
 		Use:   "sandbox",
 		Short: "the user-mode-linux sandbox kernel",
 	}
+	var bare bool
 	run := &cobra.Command{
-		Use:   "run -- COMMAND...",
+		Use:   "run [--bare] -- COMMAND...",
 		Short: "boot a fresh sandbox kernel, run COMMAND in it, power off; COMMAND's exit status is lvslab's",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -87,7 +88,7 @@ func (a *app) sandboxCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg := sandbox.Config{}
+			cfg := sandbox.Config{Bare: bare}
 			if os.Getenv("LVSLAB_SANDBOX_LOG") != "" {
 				cfg.Log = a.stderr
 			}
@@ -102,6 +103,7 @@ func (a *app) sandboxCommand() *cobra.Command {
 		},
 	}
 	run.Flags().SetInterspersed(false)
+	run.Flags().BoolVar(&bare, "bare", false, "boot like a host with IPVS not yet loaded: no module loaded, the module tree at /lib/modules/<release>")
 	var dir string
 	serve := &cobra.Command{
 		Use:    "serve",

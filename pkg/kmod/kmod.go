@@ -58,24 +58,30 @@ func (l *Loader) index() error {
 }
 
 // Load loads each named module and its dependencies. Modules already loaded or
-// built in are fine.
+// built in are fine. It tries every module and reports every failure.
 func (l *Loader) Load(names ...string) error {
 	if err := l.index(); err != nil {
 		return err
 	}
+	var errs []error
 	for _, name := range names {
-		paths, ok := l.deps[strings.ReplaceAll(name, "-", "_")]
-		if !ok {
-			if _, err := os.Stat(filepath.Join("/sys/module", name)); err == nil {
-				continue // built in
-			}
-			return fmt.Errorf("kmod: module %s not found in %s", name, l.Dir)
+		errs = append(errs, l.load(name))
+	}
+	return errors.Join(errs...)
+}
+
+func (l *Loader) load(name string) error {
+	paths, ok := l.deps[strings.ReplaceAll(name, "-", "_")]
+	if !ok {
+		if _, err := os.Stat(filepath.Join("/sys/module", name)); err == nil {
+			return nil // built in
 		}
-		// Dependencies are listed with the deepest last: load from the end.
-		for i := len(paths) - 1; i >= 0; i-- {
-			if err := insmod(filepath.Join(l.Dir, paths[i])); err != nil {
-				return fmt.Errorf("kmod: load %s (for %s): %w", modName(paths[i]), name, err)
-			}
+		return fmt.Errorf("kmod: module %s not found in %s", name, l.Dir)
+	}
+	// Dependencies are listed with the deepest last: load from the end.
+	for i := len(paths) - 1; i >= 0; i-- {
+		if err := insmod(filepath.Join(l.Dir, paths[i])); err != nil {
+			return fmt.Errorf("kmod: load %s (for %s): %w", modName(paths[i]), name, err)
 		}
 	}
 	return nil

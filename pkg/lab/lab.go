@@ -71,7 +71,8 @@ func (s *Spec) OwnerOf(a netip.Addr) string {
 }
 
 // Modules are the kernel modules the spec needs loaded: IPVS and each scheduler
-// it uses, and those of firewall marks.
+// it uses, those of firewall marks, ipip for an address on tunl0 (LVS-TUN) and
+// ipv6 for IPv6 addresses.
 func (s *Spec) Modules() []string {
 	var mods []string
 	seen := map[string]bool{}
@@ -92,6 +93,14 @@ func (s *Spec) Modules() []string {
 		}
 		if len(n.Marks) > 0 {
 			add(MarkModules()...)
+		}
+		for _, a := range n.Addresses {
+			if a.Dev == "tunl0" {
+				add("ipip")
+			}
+			if a.Prefix.Addr().Is6() {
+				add("ipv6")
+			}
 		}
 	}
 	return mods

@@ -63,19 +63,19 @@ func (r *Runner) logDir(labName string) string {
 	return filepath.Join(filepath.Dir(r.Store.Dir), "logs", labName)
 }
 
-func (r *Runner) loadModules(spec *lab.Spec) error {
-	mods := spec.Modules()
-	if len(mods) == 0 {
-		return nil
-	}
+// loadModules loads what the lab needs: its topology's modules (veth, bridge)
+// and its spec's (IPVS, schedulers, marks, ipip, ipv6). Only a kernel without
+// IPVS is an error here: any other module a kernel lacks shows as the step
+// that needs it failing, with that step's error.
+func (r *Runner) loadModules(s *scenario.Scenario) error {
+	mods := append(s.Topology.Modules(), s.Spec.Modules()...)
 	loader := &kmod.Loader{Dir: r.Modules}
 	if loader.Dir == "" {
 		loader.Dir = kmod.DefaultDir()
 	}
-	if err := loader.Load(mods...); err != nil {
-		if _, statErr := os.Stat("/proc/net/ip_vs"); statErr != nil {
-			return fmt.Errorf("this kernel cannot do IPVS (use --kernel uml): %w", err)
-		}
+	err := loader.Load(mods...)
+	if _, statErr := os.Stat("/proc/net/ip_vs"); statErr != nil && s.Director() != "" {
+		return fmt.Errorf("this kernel cannot do IPVS (use --kernel uml): %w", errors.Join(err, statErr))
 	}
 	return nil
 }
@@ -84,7 +84,7 @@ func (r *Runner) loadModules(spec *lab.Spec) error {
 // every web server answers. On failure (ctx ending included) it removes what it
 // built unless r.Keep.
 func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, error) {
-	if err := r.loadModules(&s.Spec); err != nil {
+	if err := r.loadModules(s); err != nil {
 		return nil, r.step("load IPVS modules", err)
 	}
 	if _, err := r.Store.Load(s.Name); err == nil {
@@ -187,7 +187,7 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 	if old != nil {
 		previous = &old.Spec
 	}
-	if err := r.loadModules(&s.Spec); err != nil {
+	if err := r.loadModules(s); err != nil {
 		return nil, err
 	}
 	changes, err := apply.Apply(ctx, handles, s.Spec, previous)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -130,7 +131,45 @@ func guestSetup() error {
 	if l.Dir == "" {
 		l.Dir = kmod.DefaultDir()
 	}
+	if os.Getenv(envBare) != "" {
+		return placeModules(l)
+	}
 	return l.Load(lab.KernelModules()...) // everything a lab may need
+}
+
+// envBare, on the kernel command line, asks for a bare guest (Config.Bare).
+const envBare = "LVSLAB_BARE"
+
+// placeModules puts the kernel's module tree (l.Dir) at /lib/modules/<release>,
+// where a distribution keeps it, without touching the host's file system: the
+// guest's /usr/lib becomes an overlay whose writable layer lives in the guest's
+// /run (a tmpfs). Only the overlay module is loaded.
+func placeModules(l *kmod.Loader) error {
+	if err := l.Load("overlay"); err != nil {
+		return err
+	}
+	lib, err := filepath.EvalSymlinks("/lib")
+	if err != nil {
+		return err
+	}
+	upper, work := "/run/lvslab-bare/upper", "/run/lvslab-bare/work"
+	for _, d := range []string{upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := "lowerdir=" + lib + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", lib, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("overlay on %s: %w", lib, err)
+	}
+	dst := filepath.Join(lib, "modules", filepath.Base(l.Dir))
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(l.Dir, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", l.Dir, dst, err)
+	}
+	return nil
 }
 
 func poweroff() {

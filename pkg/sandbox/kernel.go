@@ -38,9 +38,14 @@ type Config struct {
 	// connection drops, has between its SIGINT and being killed; DefaultGrace
 	// when 0.
 	Grace time.Duration
-	Self  string    // the lvslab binary, run as the guest's init
-	Dir   string    // a directory for UML's own files (its pid, mconsole socket)
-	Log   io.Writer // the kernel's console output; discarded when nil
+	// Bare boots a guest that looks like a distribution's host with IPVS not yet
+	// loaded: no module is loaded at boot, and the module tree is at
+	// /lib/modules/<release>, where lvslab (and the kernel's own module
+	// autoloading through /sbin/modprobe) find it as on any host.
+	Bare bool
+	Self string    // the lvslab binary, run as the guest's init
+	Dir  string    // a directory for UML's own files (its pid, mconsole socket)
+	Log  io.Writer // the kernel's console output; discarded when nil
 }
 
 func (c *Config) defaults() error {
@@ -130,6 +135,9 @@ func Boot(ctx context.Context, cfg Config) (*Kernel, error) {
 		"init=" + cfg.Self, "uml_dir=" + cfg.Dir, "umid=lvslab",
 		"con=null", "ssl=null", "ssl0=fd:3,fd:4", "con0=null,fd:5",
 		EnvGuest + "=1", "LVSLAB_MODULES=" + cfg.Modules,
+	}
+	if cfg.Bare {
+		args = append(args, envBare+"=1")
 	}
 	cmd := exec.Command(cfg.Kernel, args...)
 	cmd.ExtraFiles = []*os.File{toGuestR, fromGuestW, logW}

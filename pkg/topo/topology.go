@@ -72,6 +72,18 @@ func (t *Topology) NodeNames() []string {
 	return names
 }
 
+// Modules are the kernel modules the netns runtime needs for t: veth for its
+// links, bridge for its bridges.
+func (t *Topology) Modules() []string {
+	mods := []string{"veth"}
+	for _, n := range t.Nodes {
+		if n.Kind == KindBridge {
+			return append(mods, "bridge")
+		}
+	}
+	return mods
+}
+
 // Interfaces returns the interface names the topology gives node, in link order.
 func (t *Topology) Interfaces(node string) []string {
 	var out []string
