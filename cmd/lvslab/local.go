@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strings"
 	"slices"
 	"time"
 
@@ -37,16 +39,26 @@ func load(file, name string) (*scenario.Scenario, error) {
 	return s, nil
 }
 
-func (b *localBackend) runner() (*runner.Runner, error) {
+// envStall names a test hook: lvslab up stops after the step whose name starts
+// with its value and waits there until it is interrupted, so that tests can
+// interrupt it at a known point.
+const envStall = "LVSLAB_TEST_STALL"
+
+func (b *localBackend) runner(ctx context.Context) (*runner.Runner, error) {
 	r, err := runner.New()
 	if err != nil {
 		return nil, err
 	}
+	stall := os.Getenv(envStall)
 	r.Log = func(step string, err error) {
 		if err != nil {
 			b.app.logf("✗ %s\n", step)
-		} else {
-			b.app.logf("✓ %s\n", step)
+			return
+		}
+		b.app.logf("✓ %s\n", step)
+		if stall != "" && strings.HasPrefix(step, stall) {
+			b.app.logf("stalled after %q (%s)\n", step, envStall)
+			<-ctx.Done()
 		}
 	}
 	return r, nil
@@ -57,7 +69,7 @@ func (b *localBackend) Up(ctx context.Context, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.runner()
+	r, err := b.runner(ctx)
 	if err != nil {
 		return err
 	}
@@ -79,7 +91,7 @@ func (b *localBackend) Apply(ctx context.Context, o ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.runner()
+	r, err := b.runner(ctx)
 	if err != nil {
 		return err
 	}
@@ -101,7 +113,7 @@ func (b *localBackend) Down(ctx context.Context, labs []string) error {
 			return err
 		}
 	}
-	r, err := b.runner()
+	r, err := b.runner(ctx)
 	if err != nil {
 		return err
 	}
@@ -216,7 +228,7 @@ func (b *localBackend) IPVS(_ context.Context, o IPVSOptions) error {
 }
 
 func (b *localBackend) GC(ctx context.Context) error {
-	r, err := b.runner()
+	r, err := b.runner(ctx)
 	if err != nil {
 		return err
 	}
@@ -240,7 +252,7 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 		if err := s.Rename(verifyName(s.Name)); err != nil {
 			return err
 		}
-		r, err := b.runner()
+		r, err := b.runner(ctx)
 		if err != nil {
 			return err
 		}

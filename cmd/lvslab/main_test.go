@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,4 +153,59 @@ func TestGCAfterSupervisorKilled(t *testing.T) {
 	if _, err := os.Stat(sandbox.DefaultDir); err == nil {
 		t.Errorf("%s left behind", sandbox.DefaultDir)
 	}
+}
+
+// Ctrl-C on the host during lvslab up reaches the guest: the half-built lab is
+// rolled back there, while another lab in the same kernel stays.
+func TestInterruptRollsBackInSandbox(t *testing.T) {
+	bin := binary(t)
+	if _, stderr, code := lv(t, bin, "up", "--kernel", "uml", "--name", "stays", "scenarios/nat-rr.yaml"); code != 0 {
+		t.Fatalf("up: %s", stderr)
+	}
+	cmd := exec.Command(bin, "up", "--name", "cut", "scenarios/nat-rr.yaml")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "LVSLAB_TEST_STALL=topology")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the guest's up has built the topology and stalls there.
+	var seen strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(seen.String(), "stalled after") {
+		n, err := stderr.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("up ended before it stalled: %v\n%s", err, seen.String())
+		}
+	}
+	// The lab's namespaces exist in the guest now.
+	out, _, _ := lv(t, bin, "exec", "--lab", "stays", "client", "--", "ls", "/run/netns")
+	if !strings.Contains(out, "clab-cut-director") {
+		t.Fatalf("the interrupted lab was not half built:\n%s", out)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(stderr)
+	seen.Write(rest)
+	err = cmd.Wait()
+	t.Logf("interrupted up: %v\n%s", err, seen.String())
+	if err == nil {
+		t.Fatal("an interrupted up succeeded")
+	}
+	out, _, _ = lv(t, bin, "exec", "--lab", "stays", "client", "--", "ls", "/run/netns")
+	if strings.Contains(out, "clab-cut-") || !strings.Contains(out, "clab-stays-director") {
+		t.Errorf("after the interrupt the guest holds:\n%s", out)
+	}
+	if out, _, _ := lv(t, bin, "sandbox", "status"); !strings.Contains(out, "labs: stays\n") {
+		t.Errorf("sandbox status: %s", out)
+	}
+	if _, stderr, code := lv(t, bin, "down"); code != 0 {
+		t.Fatalf("down: %s", stderr)
+	}
+	waitNoUML(t)
 }

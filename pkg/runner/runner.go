@@ -108,7 +108,11 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 		return nil, err
 	}
 	fail := func(step string, err error) (*state.Lab, error) {
-		err = fmt.Errorf("up %s: %s: %w", s.Name, step, err)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("up %s: interrupted during %s, so nothing of it is kept: %w", s.Name, step, err)
+		} else {
+			err = fmt.Errorf("up %s: %s: %w", s.Name, step, err)
+		}
 		r.step(step, err)
 		if !r.Keep {
 			if derr := r.Down(context.WithoutCancel(ctx), s.Name); derr != nil {
