@@ -109,7 +109,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	}
 	fail := func(step string, err error) (*state.Lab, error) {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("up %s: interrupted during %s, so nothing of it is kept: %w", s.Name, step, err)
+			err = fmt.Errorf("up %s: interrupted during %s: %w", s.Name, step, err)
 		} else {
 			err = fmt.Errorf("up %s: %s: %w", s.Name, step, err)
 		}
