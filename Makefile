@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostkernel hostsnap-before hostsnap-after bench fuzz clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostkernel stress hostsnap-before hostsnap-after bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -72,11 +72,17 @@ privileged: build
 # The CLI on the host against a kept sandbox kernel: up returns, later commands
 # reach the lab, down and gc (after kill -9 of the supervisor) leave nothing.
 hosttest: build
-	LVSLAB_REQUIRE_HOSTTEST=1 $(GO) test -count=1 -skip '^TestHostKernel$$' ./cmd/lvslab/
+	LVSLAB_REQUIRE_HOSTTEST=1 $(GO) test -count=1 -skip '^(TestHostKernel|TestKillUpAtRandomPoints)$$' ./cmd/lvslab/
 
 # lvslab as on a distribution's host whose kernel has IPVS but has not loaded it
 # (the --kernel host path): a bare sandbox kernel, nothing loaded, its module tree
 # at /lib/modules/<release>. lvslab detects IPVS, builds a NAT lab, removes it.
+# kill -9 of lvslab up at STRESS (default 120) random points spread over all of
+# up, each followed by gc: nothing of the lab may be left. Not part of make test.
+stress: build
+	$(GO) test -c -o bin/cmd.test ./cmd/lvslab/
+	LVSLAB_STRESS=$${STRESS:-120} $(SANDBOX) bin/cmd.test -test.run '^TestKillUpAtRandomPoints$$' -test.v -test.count=1 -test.timeout 30m
+
 hostkernel: build
 	$(GO) test -c -o bin/cmd.test ./cmd/lvslab/
 	LVSLAB_HOSTKERNEL=1 $(BIN) sandbox run --bare -- bin/cmd.test -test.run '^TestHostKernel$$' -test.v -test.count=1

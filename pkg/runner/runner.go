@@ -302,7 +302,7 @@ func (r *Runner) GC(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
+	errs := []error{r.Store.RemoveStale()}
 	for _, l := range labs {
 		errs = append(errs, r.Down(ctx, l))
 	}

@@ -129,6 +129,20 @@ func (s Store) Remove(lab string) error {
 	return nil
 }
 
+// RemoveStale removes half-written records (a save killed between writing and
+// renaming its file). Only call it when no lvslab is saving.
+func (s Store) RemoveStale() error {
+	m, err := filepath.Glob(filepath.Join(s.Dir, "*.json.tmp"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range m {
+		errs = append(errs, os.Remove(f))
+	}
+	return errors.Join(errs...)
+}
+
 // List returns the names of all recorded labs, sorted.
 func (s Store) List() ([]string, error) {
 	ents, err := os.ReadDir(s.Dir)

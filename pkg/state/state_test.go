@@ -1,7 +1,9 @@
 package state
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -62,5 +64,22 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 	if _, err := s.Load("x"); err == nil {
 		t.Error("loaded a removed lab")
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	if err := s.Save(&Lab{Name: "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, "cut.json.tmp"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveStale(); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := filepath.Glob(filepath.Join(s.Dir, "*"))
+	if len(m) != 1 || filepath.Base(m[0]) != "kept.json" {
+		t.Errorf("left %v, want only kept.json", m)
 	}
 }
