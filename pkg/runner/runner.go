@@ -90,6 +90,12 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	if _, err := r.Store.Load(s.Name); err == nil {
 		return nil, fmt.Errorf("lab %q is already up (lvslab down %s)", s.Name, s.Name)
 	}
+	if total, available, err := memInfo(); err == nil {
+		labs, _ := r.Store.List()
+		if err := fits(len(labs), Need(s), total, available); err != nil {
+			return nil, fmt.Errorf("up %s: %w", s.Name, err)
+		}
+	}
 	rt := r.Runtime
 	if rt == nil {
 		rt = topo.Netns{}
