@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -97,4 +98,57 @@ func BenchmarkClientThroughput(b *testing.B) {
 	b.ReportMetric(goRate, "go-req/s")
 	b.ReportMetric(curlRate, "curl-req/s")
 	b.ReportMetric(goRate/curlRate, "x-curl")
+}
+
+// BenchmarkManyLabs brings up 200 nat-rr labs side by side in one kernel (make
+// bench runs it in the sandbox, with its default memory), checks that every one
+// answers through its director, and reports the memory each lab takes (from
+// MemAvailable) and the median time of an up among many.
+func BenchmarkManyLabs(b *testing.B) {
+	const labs = 200
+	s, r := benchSetup(b, "many")
+	ctx := context.Background()
+	for range b.N {
+		_, before, err := memInfo()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var times []time.Duration
+		var names []string
+		for i := range labs {
+			name := fmt.Sprintf("many%d", i)
+			if err := s.Rename(name); err != nil {
+				b.Fatal(err)
+			}
+			t := time.Now()
+			l, err := r.Up(ctx, s)
+			if err != nil {
+				b.Fatalf("lab %d: %v", i, err)
+			}
+			times = append(times, time.Since(t))
+			names = append(names, l.Name)
+		}
+		_, after, _ := memInfo()
+		for _, name := range names {
+			l, err := r.Store.Load(name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			res := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 1)
+			if len(res.Errors) > 0 {
+				b.Fatalf("lab %s does not answer: %v", name, res.Errors[0])
+			}
+		}
+		b.StopTimer()
+		for _, name := range names {
+			if err := r.Down(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		slices.Sort(times)
+		b.ReportMetric(float64(before-after)/labs/(1<<20), "MiB/lab")
+		b.ReportMetric(float64(times[labs/2].Microseconds())/1000, "median-up-ms")
+		b.ReportMetric(float64(times[labs-1].Microseconds())/1000, "max-up-ms")
+	}
 }
