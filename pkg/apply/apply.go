@@ -105,69 +105,92 @@ func (s *session) close() {
 	}
 }
 
+// Handles holds each node's netlink and IPVS handles, opened when first
+// needed, so that a Diff, its Execute and the read-back Diff of one lab share
+// them. Close it after use.
+type Handles struct {
+	nodes    map[string]node.Node
+	sessions map[string]*session
+}
+
+// Open returns handles for the nodes of a lab.
+func Open(nodes map[string]node.Node) *Handles {
+	return &Handles{nodes: nodes, sessions: map[string]*session{}}
+}
+
+// Close closes every handle opened.
+func (h *Handles) Close() {
+	for _, s := range h.sessions {
+		s.close()
+	}
+	h.sessions = map[string]*session{}
+}
+
+func (h *Handles) session(name string) (*session, error) {
+	if s, ok := h.sessions[name]; ok {
+		return s, nil
+	}
+	n, ok := h.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("apply: node %q is not in the lab", name)
+	}
+	s := &session{node: n}
+	h.sessions[name] = s
+	return s, nil
+}
+
 // Diff reads every node's state from the kernel and returns the changes that
 // bring it to desired: what is missing or differs, and what previous (the spec
 // applied before, or nil) declared and desired no longer does. It writes
 // nothing. Read-back after Execute is Diff returning none.
-func Diff(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+func (h *Handles) Diff(ctx context.Context, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
 	var all []Change
-	for _, want := range desired.Nodes {
+	plan := func(want, old lab.NodeSpec) error {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		n, ok := nodes[want.Name]
-		if !ok {
-			return nil, fmt.Errorf("apply: node %q is not in the lab", want.Name)
+		s, err := h.session(want.Name)
+		if err != nil {
+			return err
 		}
+		ch, err := diffNode(s, want, old)
+		all = append(all, ch...)
+		return err
+	}
+	for _, want := range desired.Nodes {
 		var old lab.NodeSpec
 		if previous != nil {
 			old, _ = previous.Node(want.Name)
 		}
-		ch, err := diffNode(n, want, old)
-		if err != nil {
+		if err := plan(want, old); err != nil {
 			return nil, err
 		}
-		all = append(all, ch...)
 	}
 	if previous != nil { // nodes the previous spec configured and desired leaves alone
 		for _, old := range previous.Nodes {
 			if _, still := desired.Node(old.Name); still {
 				continue
 			}
-			n, ok := nodes[old.Name]
-			if !ok {
+			if _, ok := h.nodes[old.Name]; !ok {
 				continue
 			}
-			ch, err := diffNode(n, lab.NodeSpec{Name: old.Name}, old)
-			if err != nil {
+			if err := plan(lab.NodeSpec{Name: old.Name}, old); err != nil {
 				return nil, err
 			}
-			all = append(all, ch...)
 		}
 	}
 	return all, nil
 }
 
 // Execute makes the changes in order, and stops at the first that fails.
-func Execute(ctx context.Context, nodes map[string]node.Node, changes []Change) error {
-	sessions := map[string]*session{}
-	defer func() {
-		for _, s := range sessions {
-			s.close()
-		}
-	}()
+func (h *Handles) Execute(ctx context.Context, changes []Change) error {
 	for _, c := range changes {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		s := sessions[c.Node]
-		if s == nil {
-			n, ok := nodes[c.Node]
-			if !ok {
-				return fmt.Errorf("apply: node %q is not in the lab", c.Node)
-			}
-			s = &session{node: n}
-			sessions[c.Node] = s
+		s, err := h.session(c.Node)
+		if err != nil {
+			return err
 		}
 		if err := c.exec(s); err != nil {
 			return fmt.Errorf("%s %s %s %s: %w", c.Node, c.Action, c.Resource, c.Object, err)
@@ -179,25 +202,37 @@ func Execute(ctx context.Context, nodes map[string]node.Node, changes []Change) 
 // Apply brings every node to desired (removing what previous declared and
 // desired does not) and returns the changes it made; applying the same spec
 // twice makes none.
-func Apply(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
-	changes, err := Diff(ctx, nodes, desired, previous)
+func (h *Handles) Apply(ctx context.Context, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+	changes, err := h.Diff(ctx, desired, previous)
 	if err != nil {
 		return nil, err
 	}
-	return changes, Execute(ctx, nodes, changes)
+	return changes, h.Execute(ctx, changes)
+}
+
+// Diff is Handles.Diff on handles of its own.
+func Diff(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+	h := Open(nodes)
+	defer h.Close()
+	return h.Diff(ctx, desired, previous)
+}
+
+// Apply is Handles.Apply on handles of its own.
+func Apply(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
+	h := Open(nodes)
+	defer h.Close()
+	return h.Apply(ctx, desired, previous)
 }
 
 // diffNode plans one node's changes, resource by resource.
-func diffNode(n node.Node, want, old lab.NodeSpec) ([]Change, error) {
-	s := &session{node: n}
-	defer s.close()
+func diffNode(s *session, want, old lab.NodeSpec) ([]Change, error) {
 	var all []Change
 	for _, diff := range []func(*session, lab.NodeSpec, lab.NodeSpec) ([]Change, error){
 		diffSysctls, diffAddresses, diffRoutes, diffTimeouts, diffServices, diffMarks,
 	} {
 		ch, err := diff(s, want, old)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n.Name, err)
+			return nil, fmt.Errorf("%s: %w", s.node.Name, err)
 		}
 		all = append(all, ch...)
 	}

@@ -132,10 +132,12 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	}
 	r.step("topology "+s.Topology.File, nil)
 	handles := l.Handles()
-	if _, err := apply.Apply(ctx, handles, s.Spec, nil); err != nil {
+	kernel := apply.Open(handles)
+	defer kernel.Close()
+	if _, err := kernel.Apply(ctx, s.Spec, nil); err != nil {
 		return fail("apply", err)
 	}
-	if err := readBack(ctx, handles, s.Spec, nil); err != nil {
+	if err := readBack(ctx, kernel, s.Spec, nil); err != nil {
 		return fail("apply", err)
 	}
 	r.step("apply (read back from the kernel)", nil)
@@ -158,8 +160,8 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 
 // readBack reads every node's state from the kernel and fails with the
 // changes that would still be needed, if any: read-back is an empty diff.
-func readBack(ctx context.Context, nodes map[string]node.Node, spec lab.Spec, previous *lab.Spec) error {
-	diff, err := apply.Diff(ctx, nodes, spec, previous)
+func readBack(ctx context.Context, kernel *apply.Handles, spec lab.Spec, previous *lab.Spec) error {
+	diff, err := kernel.Diff(ctx, spec, previous)
 	if err != nil {
 		return fmt.Errorf("read back: %w", err)
 	}
@@ -200,11 +202,13 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 	if err := r.loadModules(s); err != nil {
 		return nil, err
 	}
-	changes, err := apply.Apply(ctx, handles, s.Spec, previous)
+	kernel := apply.Open(handles)
+	defer kernel.Close()
+	changes, err := kernel.Apply(ctx, s.Spec, previous)
 	if err != nil {
 		return changes, err
 	}
-	if err := readBack(ctx, handles, s.Spec, previous); err != nil {
+	if err := readBack(ctx, kernel, s.Spec, previous); err != nil {
 		return changes, err
 	}
 	if old == nil || !sameProcesses(old.Spec, s.Spec) {

@@ -9,29 +9,37 @@ import (
 )
 
 type rawCheck struct {
-	Name string `yaml:"name"`
-	From string `yaml:"from"`
-	HTTP *struct {
-		URL      string `yaml:"url"`
-		Requests int    `yaml:"requests"`
-	} `yaml:"http"`
-	UDP *struct {
-		Address  string `yaml:"address"`
-		Requests int    `yaml:"requests"`
-	} `yaml:"udp"`
-	ARP *struct {
-		Target string `yaml:"target"`
-		Dev    string `yaml:"dev"`
-	} `yaml:"arp"`
-	Sources int `yaml:"sources"`
-	Expect  struct {
-		Sequence  any            `yaml:"sequence"` // "model" or a list
-		Counts    map[string]int `yaml:"counts"`
-		Sticky    bool           `yaml:"sticky"`
-		Servers   []string       `yaml:"servers"`
-		Answerers []string       `yaml:"answerers"`
-		Failures  int            `yaml:"failures"`
-	} `yaml:"expect"`
+	Name    string    `yaml:"name,omitempty"`
+	From    string    `yaml:"from,omitempty"`
+	HTTP    *rawHTTP  `yaml:"http,omitempty"`
+	UDP     *rawUDP   `yaml:"udp,omitempty"`
+	ARP     *rawARP   `yaml:"arp,omitempty"`
+	Sources int       `yaml:"sources,omitempty"`
+	Expect  rawExpect `yaml:"expect,omitempty"`
+}
+
+type rawHTTP struct {
+	URL      string `yaml:"url,omitempty"`
+	Requests int    `yaml:"requests,omitempty"`
+}
+
+type rawUDP struct {
+	Address  string `yaml:"address,omitempty"`
+	Requests int    `yaml:"requests,omitempty"`
+}
+
+type rawARP struct {
+	Target string `yaml:"target,omitempty"`
+	Dev    string `yaml:"dev,omitempty"`
+}
+
+type rawExpect struct {
+	Sequence  any            `yaml:"sequence,omitempty"` // "model" or a list
+	Counts    map[string]int `yaml:"counts,omitempty"`
+	Sticky    bool           `yaml:"sticky,omitempty"`
+	Servers   []string       `yaml:"servers,omitempty"`
+	Answerers *[]string      `yaml:"answerers,omitempty"` // [] (none) differs from absent
+	Failures  int            `yaml:"failures,omitempty"`
 }
 
 func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Check, error) {
@@ -106,7 +114,12 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 		return c, fail(field+".expect.sequence", "%v: give model, or a list of servers", seq)
 	}
 	c.Expect.Counts, c.Expect.Sticky, c.Expect.Servers, c.Expect.Failures = e.Counts, e.Sticky, e.Servers, e.Failures
-	c.Expect.Answerers = e.Answerers
+	if e.Answerers != nil {
+		c.Expect.Answerers = *e.Answerers
+		if c.Expect.Answerers == nil {
+			c.Expect.Answerers = []string{}
+		}
+	}
 	if c.Kind() == lab.CheckARP {
 		if e.Answerers == nil {
 			return c, fail(field+".expect.answerers", "missing (the nodes that must answer; [] for none)")

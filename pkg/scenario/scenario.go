@@ -47,75 +47,77 @@ func (s *Scenario) Rename(name string) error {
 const MaxLabName = topo.MaxLabName
 
 type rawScenario struct {
-	Version     int                 `yaml:"version"`
-	Name        string              `yaml:"name"`
-	Description string              `yaml:"description"`
-	Topology    string              `yaml:"topology"`
-	Nodes       map[string]*rawNode `yaml:"nodes"`
-	Checks      []rawCheck          `yaml:"checks"`
+	Version     int                 `yaml:"version,omitempty"`
+	Name        string              `yaml:"name,omitempty"`
+	Description string              `yaml:"description,omitempty"`
+	Topology    string              `yaml:"topology,omitempty"`
+	Nodes       map[string]*rawNode `yaml:"nodes,omitempty"`
+	Checks      []rawCheck          `yaml:"checks,omitempty"`
 }
 
 type rawNode struct {
-	Addresses map[string][]string `yaml:"addresses"`
-	Routes    []rawRoute          `yaml:"routes"`
-	Sysctls   map[string]string   `yaml:"sysctls"`
-	IPVS      *rawIPVS            `yaml:"ipvs"`
-	Web       *rawWeb             `yaml:"web"`
-	Firewall  *rawFirewall        `yaml:"firewall"`
-	Commands  [][]string          `yaml:"commands"`
+	Addresses map[string][]string `yaml:"addresses,omitempty"`
+	Routes    []rawRoute          `yaml:"routes,omitempty"`
+	Sysctls   map[string]string   `yaml:"sysctls,omitempty"`
+	IPVS      *rawIPVS            `yaml:"ipvs,omitempty"`
+	Web       *rawWeb             `yaml:"web,omitempty"`
+	Firewall  *rawFirewall        `yaml:"firewall,omitempty"`
+	Commands  [][]string          `yaml:"commands,omitempty"`
 }
 
 type rawRoute struct {
-	To  string `yaml:"to"`
-	Via string `yaml:"via"`
-	Dev string `yaml:"dev"`
+	To  string `yaml:"to,omitempty"`
+	Via string `yaml:"via,omitempty"`
+	Dev string `yaml:"dev,omitempty"`
 }
 
 type rawIPVS struct {
-	Services []rawService `yaml:"services"`
-	Rules    []string     `yaml:"rules"` // ipvsadm command lines, run after services
-	Timeouts *struct {
-		TCP    int `yaml:"tcp"`
-		TCPFin int `yaml:"tcpfin"`
-		UDP    int `yaml:"udp"`
-	} `yaml:"timeouts"` // ipvsadm --set tcp tcpfin udp
+	Services []rawService `yaml:"services,omitempty"`
+	Rules    []string     `yaml:"rules,omitempty"`    // ipvsadm command lines, run after services
+	Timeouts *rawTimeouts `yaml:"timeouts,omitempty"` // ipvsadm --set tcp tcpfin udp
+}
+
+type rawTimeouts struct {
+	TCP    int `yaml:"tcp,omitempty"`
+	TCPFin int `yaml:"tcpfin,omitempty"`
+	UDP    int `yaml:"udp,omitempty"`
 }
 
 type rawService struct {
-	Protocol   string      `yaml:"protocol"`
-	Address    string      `yaml:"address"`
-	FWMark     uint32      `yaml:"fwmark"`
-	IPv6       bool        `yaml:"ipv6"`
-	Scheduler  string      `yaml:"scheduler"`
-	Flags      []string    `yaml:"flags"`
-	Persistent any         `yaml:"persistent"` // seconds, or true for ipvsadm's 300
-	Netmask    string      `yaml:"netmask"`
-	Servers    []rawServer `yaml:"servers"`
+	Protocol   string      `yaml:"protocol,omitempty"`
+	Address    string      `yaml:"address,omitempty"`
+	FWMark     uint32      `yaml:"fwmark,omitempty"`
+	IPv6       bool        `yaml:"ipv6,omitempty"`
+	Scheduler  string      `yaml:"scheduler,omitempty"`
+	Flags      []string    `yaml:"flags,omitempty"`
+	Persistent any         `yaml:"persistent,omitempty"` // seconds, or true for ipvsadm's 300
+	Netmask    string      `yaml:"netmask,omitempty"`
+	Servers    []rawServer `yaml:"servers,omitempty"`
 }
 
 type rawServer struct {
-	Address string `yaml:"address"`
-	Method  string `yaml:"method"`
-	Weight  *int   `yaml:"weight"`
-	Upper   *int64 `yaml:"upper"`
-	Lower   *int64 `yaml:"lower"`
+	Address string `yaml:"address,omitempty"`
+	Method  string `yaml:"method,omitempty"`
+	Weight  *int   `yaml:"weight,omitempty"`
+	Upper   *int64 `yaml:"upper,omitempty"`
+	Lower   *int64 `yaml:"lower,omitempty"`
 }
 
 type rawWeb struct {
-	HTTP  []int `yaml:"http"`
-	HTTPS []int `yaml:"https"`
-	UDP   []int `yaml:"udp"`
+	HTTP  []int `yaml:"http,omitempty"`
+	HTTPS []int `yaml:"https,omitempty"`
+	UDP   []int `yaml:"udp,omitempty"`
 }
 
 type rawFirewall struct {
-	Marks []rawMark `yaml:"marks"`
+	Marks []rawMark `yaml:"marks,omitempty"`
 }
 
 type rawMark struct {
-	Protocol    string `yaml:"protocol"`
-	Destination string `yaml:"destination"`
-	Ports       []int  `yaml:"ports"`
-	Mark        uint32 `yaml:"mark"`
+	Protocol    string `yaml:"protocol,omitempty"`
+	Destination string `yaml:"destination,omitempty"`
+	Ports       []int  `yaml:"ports,omitempty"`
+	Mark        uint32 `yaml:"mark,omitempty"`
 }
 
 // Error is a problem in a scenario file: the file, the field and what is wrong

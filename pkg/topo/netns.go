@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -90,7 +91,7 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			return err
 		}
 		ns := NSName(t.Name, name)
-		fd, err := newNamedNetns(ns)
+		fd, err := newNamedNetns(ns, quietIPv6)
 		if err != nil {
 			return fmt.Errorf("node %s: %w", name, err)
 		}
@@ -100,14 +101,8 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			return fmt.Errorf("node %s: netlink: %w", name, err)
 		}
 		handles[name] = h
-		if err := quietIPv6(node.New(name, ns)); err != nil {
-			return fmt.Errorf("node %s: %w", name, err)
-		}
-		lo, err := h.LinkByName("lo")
-		if err == nil {
-			err = h.LinkSetUp(lo)
-		}
-		if err != nil {
+		// lo is interface 1 of every new namespace.
+		if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}); err != nil {
 			return fmt.Errorf("node %s: lo up: %w", name, err)
 		}
 		if t.Nodes[name].Kind == KindBridge {
@@ -134,10 +129,15 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			PeerName:      l.B.Iface,
 			PeerNamespace: netlink.NsFd(fds[l.B.Node]),
 		}
+		ends := []Endpoint{l.A, l.B}
+		if t.Nodes[l.A.Node].Kind != KindBridge {
+			v.Flags = net.FlagUp // made up: only the peer needs its own calls
+			ends = ends[1:]
+		}
 		if err := handles[l.A.Node].LinkAdd(v); err != nil {
 			return fmt.Errorf("link %s-%s: %w", l.A, l.B, err)
 		}
-		for _, e := range []Endpoint{l.A, l.B} {
+		for _, e := range ends {
 			h := handles[e.Node]
 			link, err := h.LinkByName(e.Iface)
 			if err != nil {
@@ -163,21 +163,21 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 // quietIPv6 turns off duplicate address detection in a new namespace before its
 // links exist, so their IPv6 addresses (link-local ones too) are usable at once
 // rather than after a second or two of DAD. Without IPv6 there is nothing to do.
-func quietIPv6(n node.Node) error {
-	return n.Do(func() error {
-		for _, k := range []string{"all", "default"} {
-			err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0o644)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("ipv6 accept_dad: %w", err)
-			}
+// It runs inside the new namespace (the calling thread has entered it).
+func quietIPv6() error {
+	for _, k := range []string{"all", "default"} {
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/accept_dad", []byte("0"), 0o644)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("ipv6 accept_dad: %w", err)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// newNamedNetns creates a network namespace bound at NetnsDir/name and returns a
-// handle to it. The calling thread's namespace is restored before returning.
-func newNamedNetns(name string) (netns.NsHandle, error) {
+// newNamedNetns creates a network namespace bound at NetnsDir/name, runs inside
+// (if not nil) in it, and returns a handle to it. The calling thread's namespace
+// is restored before returning.
+func newNamedNetns(name string, inside func() error) (netns.NsHandle, error) {
 	if err := os.MkdirAll(node.NetnsDir, 0o755); err != nil {
 		return 0, err
 	}
@@ -189,6 +189,12 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 	}
 	defer orig.Close()
 	h, err := netns.NewNamed(name) // unshares this thread into the new namespace
+	if err == nil && inside != nil {
+		if ierr := inside(); ierr != nil {
+			h.Close()
+			err = ierr
+		}
+	}
 	if rerr := netns.Set(orig); rerr != nil {
 		// Keep the thread locked: it dies with this goroutine instead of leaking a namespace.
 		return 0, errors.Join(err, rerr)

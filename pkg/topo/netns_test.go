@@ -126,7 +126,7 @@ func TestDeployRollsBack(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = rt.Destroy(ctx, nodes) })
 	bystander := "clab-rollback-bystander" // same prefix, not the lab's
-	if _, err := newNamedNetns(bystander); err != nil {
+	if _, err := newNamedNetns(bystander, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = removeNamedNetns(bystander) })

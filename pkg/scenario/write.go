@@ -1,0 +1,150 @@
+package scenario
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/topo"
+	"gopkg.in/yaml.v3"
+)
+
+// Marshal writes s in the scenario file format: Parse of the result gives s
+// back (its spec and checks; services are written as services, not as the
+// ipvsadm rules they may have come from). The topology is named by its
+// absolute path, so the file can live anywhere.
+func Marshal(s *Scenario) ([]byte, error) {
+	raw := rawScenario{
+		Version: 1, Name: s.Name, Description: s.Description,
+		Topology: topo.AbsPath(s.Topology.File), Nodes: map[string]*rawNode{},
+	}
+	for _, n := range s.Spec.Nodes {
+		raw.Nodes[n.Name] = marshalNode(n)
+	}
+	for _, c := range s.Checks {
+		raw.Checks = append(raw.Checks, marshalCheck(c))
+	}
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(raw); err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", s.Name, err)
+	}
+	return b.Bytes(), enc.Close()
+}
+
+// Write marshals s into the file path.
+func Write(path string, s *Scenario) error {
+	b, err := Marshal(s)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func marshalNode(n lab.NodeSpec) *rawNode {
+	rn := &rawNode{Commands: n.Commands}
+	for _, a := range n.Addresses {
+		if rn.Addresses == nil {
+			rn.Addresses = map[string][]string{}
+		}
+		rn.Addresses[a.Dev] = append(rn.Addresses[a.Dev], a.Prefix.String())
+	}
+	for _, r := range n.Routes {
+		rr := rawRoute{To: r.Dst.String(), Dev: r.Dev}
+		if r.Via.IsValid() {
+			rr.Via = r.Via.String()
+		}
+		rn.Routes = append(rn.Routes, rr)
+	}
+	for _, sc := range n.Sysctls {
+		if rn.Sysctls == nil {
+			rn.Sysctls = map[string]string{}
+		}
+		rn.Sysctls[sc.Key] = sc.Value
+	}
+	if len(n.Services) > 0 || n.Timeouts != nil {
+		rn.IPVS = &rawIPVS{}
+		for _, svc := range n.Services {
+			rn.IPVS.Services = append(rn.IPVS.Services, marshalService(svc))
+		}
+		if t := n.Timeouts; t != nil {
+			rn.IPVS.Timeouts = &rawTimeouts{TCP: t.TCP, TCPFin: t.TCPFin, UDP: t.UDP}
+		}
+	}
+	if w := n.Web; w != nil {
+		rn.Web = &rawWeb{HTTP: ints(w.HTTP), HTTPS: ints(w.HTTPS), UDP: ints(w.UDP)}
+	}
+	for _, m := range n.Marks {
+		if rn.Firewall == nil {
+			rn.Firewall = &rawFirewall{}
+		}
+		rn.Firewall.Marks = append(rn.Firewall.Marks, rawMark{
+			Protocol: string(m.Protocol), Destination: m.Destination.String(), Ports: ints(m.Ports), Mark: m.Mark,
+		})
+	}
+	return rn
+}
+
+func marshalService(svc lab.Service) rawService {
+	rs := rawService{Scheduler: string(svc.Scheduler)}
+	if svc.FWMark != 0 {
+		rs.FWMark, rs.IPv6 = svc.FWMark, svc.IPv6
+	} else {
+		rs.Protocol, rs.Address = string(svc.Protocol), svc.Addr.String()
+	}
+	for _, f := range svc.SchedFlags {
+		rs.Flags = append(rs.Flags, string(f))
+	}
+	if svc.Persistent {
+		rs.Persistent = int(svc.Timeout)
+		if svc.Netmask != svc.MaxNetmask() {
+			rs.Netmask = lab.NetmaskString(svc.Netmask, svc.Is6())
+		}
+	}
+	for _, srv := range svc.Servers {
+		r := rawServer{Address: srv.Addr.String(), Method: string(srv.Method), Weight: &srv.Weight}
+		if srv.Upper != 0 {
+			u := int64(srv.Upper)
+			r.Upper = &u
+		}
+		if srv.Lower != 0 {
+			l := int64(srv.Lower)
+			r.Lower = &l
+		}
+		rs.Servers = append(rs.Servers, r)
+	}
+	return rs
+}
+
+func marshalCheck(c lab.Check) rawCheck {
+	rc := rawCheck{Name: c.Name, From: c.From, Sources: c.Sources}
+	switch c.Kind() {
+	case lab.CheckHTTP:
+		rc.HTTP = &rawHTTP{URL: c.HTTP, Requests: c.Requests}
+	case lab.CheckUDP:
+		rc.UDP = &rawUDP{Address: c.UDP.String(), Requests: c.Requests}
+	case lab.CheckARP:
+		rc.ARP = &rawARP{Target: c.ARP.String(), Dev: c.Dev}
+		answerers := c.Expect.Answerers
+		rc.Expect.Answerers = &answerers
+	}
+	e := c.Expect
+	switch {
+	case e.Model:
+		rc.Expect.Sequence = "model"
+	case e.Sequence != nil:
+		rc.Expect.Sequence = e.Sequence
+	}
+	rc.Expect.Counts, rc.Expect.Sticky, rc.Expect.Servers, rc.Expect.Failures = e.Counts, e.Sticky, e.Servers, e.Failures
+	return rc
+}
+
+func ints(ports []uint16) []int {
+	out := make([]int, len(ports))
+	for i, p := range ports {
+		out[i] = int(p)
+	}
+	return out
+}
