@@ -56,16 +56,16 @@ func setSysctl(l *state.Lab, nodeName, path, value string) {
 //	web1 .11 ───┤
 //	web2 .12 ───┘
 var _ = Describe("ARP on the DR segment", Label("dr", "arp"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	DescribeTable("who answers the client's who-has for the VIP",
 		func(ctx context.Context, file string, ignore string, want []string) {
 			if ignore != "" {
-				file = variant(file, "arp_ignore: 1", "arp_ignore: "+ignore)
+				file = variant(file, sysctl("arp_ignore", "1", ignore))
 			}
 			_, l := up(file, "arp")
-			lab = l
+			running = l
 			Expect(answerers(ctx, l, "203.0.113.1")).To(ConsistOf(want))
 		},
 		Entry("arp_ignore=0 (dr-arp-flux): the director and every real server (ARP flux)", "scenarios/dr-arp-flux.yaml", "", []string{"director", "web1", "web2"}),
@@ -75,7 +75,7 @@ var _ = Describe("ARP on the DR segment", Label("dr", "arp"), func() {
 
 	It("with arp_ignore=8 a real server does not answer even for its own address", func(ctx context.Context) {
 		_, l := up("scenarios/dr-rr.yaml", "arp8")
-		lab = l
+		running = l
 		Expect(answerers(ctx, l, "203.0.113.11")).To(Equal([]string{"web1"}), "arp_ignore=1 answers for eth1's own address")
 		setSysctl(l, "web1", "net/ipv4/conf/eth1/arp_ignore", "8")
 		Expect(answerers(ctx, l, "203.0.113.11")).To(BeEmpty())
@@ -88,8 +88,8 @@ var _ = Describe("ARP on the DR segment", Label("dr", "arp"), func() {
 	// uses the outgoing interface's own address.
 	DescribeTable("the sender address of a real server's own ARP requests",
 		func(ctx context.Context, announce string, sender string, poisoned bool) {
-			_, l := up(variant("scenarios/dr-rr.yaml", "arp_announce: 2", "arp_announce: "+announce), "announce")
-			lab = l
+			_, l := up(variant("scenarios/dr-rr.yaml", sysctl("arp_announce", "2", announce)), "announce")
+			running = l
 			nodes := l.Handles()
 			capture, err := verify.OpenARP(nodes["client"], "eth1")
 			Expect(err).NotTo(HaveOccurred())

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
@@ -36,31 +34,16 @@ func divergence(want, got []string) string {
 	return fmt.Sprintf("first divergence at request %d: expected %q, observed %q\npredicted %v\nobserved  %v", i+1, at(want), at(got), want, got)
 }
 
-// upModel brings up a scenario (or its variant, with replacements) and returns
-// the model of its first service, checked to list the real servers as the kernel does.
-func upModel(file, name string, repl ...string) (*scenario.Scenario, *state.Lab, *verify.Sim) {
-	if len(repl) > 0 {
-		file = variant(file, repl...)
+// upModel brings up a scenario (or its variant, with edits) and returns the
+// model of its first service, checked to list the real servers as the kernel does.
+func upModel(file, name string, edits ...edit) (*scenario.Scenario, *state.Lab, *verify.Sim) {
+	if len(edits) > 0 {
+		file = variant(file, edits...)
 	}
 	s, l := up(file, name)
 	sim := modelOf(s)
 	Expect(sim.Order()).To(Equal(kernelOrder(s, l)), "the model's list order is the kernel's")
 	return s, l, sim
-}
-
-// variant writes a copy of a shipped scenario with replacements applied (and its
-// topology path made absolute) and returns its path.
-func variant(file string, repl ...string) string {
-	b, err := os.ReadFile(filepath.Join(repo, file))
-	Expect(err).NotTo(HaveOccurred())
-	text := strings.Replace(string(b), "topology: ../topologies/", "topology: "+repo+"/topologies/", 1)
-	for i := 0; i < len(repl); i += 2 {
-		Expect(text).To(ContainSubstring(repl[i]))
-		text = strings.Replace(text, repl[i], repl[i+1], -1)
-	}
-	p := filepath.Join(GinkgoT().TempDir(), filepath.Base(file))
-	Expect(os.WriteFile(p, []byte(text), 0o644)).To(Succeed())
-	return p
 }
 
 // heldSequence opens n connections to the VIP, keeps them open, and names the
@@ -87,14 +70,14 @@ func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int
 }
 
 var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("distribution"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	// NAT with three servers (topologies/lvs-nat3.clab.yml); weights 3:2:1 where they matter.
 	DescribeTable("for sequential connections, each closed before the next",
-		func(ctx context.Context, file string, n int, repl ...string) {
-			_, l, sim := upModel(file, "seq", repl...)
-			lab = l
+		func(ctx context.Context, file string, n int, edits ...edit) {
+			_, l, sim := upModel(file, "seq", edits...)
+			running = l
 			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, false)
 
 			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", n)
@@ -109,19 +92,17 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
 		Entry("dh", Label("nat"), "scenarios/nat-dh.yaml", 12),
 		Entry("rr with a quiesced server (weight 0)", Label("nat"), "scenarios/nat-lc.yaml", 6,
-			"scheduler: lc", "scheduler: rr", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 0"),
+			scheduler(lab.RR), weight("web2", 0)),
 		Entry("wrr 4:2", Label("nat"), "scenarios/nat-rr.yaml", 9,
-			"scheduler: rr", "scheduler: wrr", "198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 4",
-			"198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 2"),
+			scheduler(lab.WRR), weight("web1", 4), weight("web2", 2)),
 		Entry("fo", Label("nat"), "scenarios/nat-lc.yaml", 4,
-			"scheduler: lc", "scheduler: fo", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 3",
-			"198.51.100.13:80, method: nat, weight: 1", "198.51.100.13:80, method: nat, weight: 3"),
+			scheduler(lab.FO), weight("web2", 3), weight("web3", 3)),
 	)
 
 	DescribeTable("for connections held open",
-		func(ctx context.Context, file string, n int, repl ...string) {
-			s, l, sim := upModel(file, "held", repl...)
-			lab = l
+		func(ctx context.Context, file string, n int, edits ...edit) {
+			s, l, sim := upModel(file, "held", edits...)
+			running = l
 			want := sim.Sequence(verify.Request{Src: client, Dst: vip}, n, true)
 			got := heldSequence(ctx, s, l, n)
 			Expect(got).To(Equal(want), divergence(want, got))
@@ -133,19 +114,19 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Entry("sed 3:2:1", Label("nat"), "scenarios/nat-sed.yaml", 12),
 		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
 		Entry("ovf 1:2 (each takes weight+1)", Label("nat"), "scenarios/nat-rr.yaml", 5,
-			"scheduler: rr", "scheduler: ovf", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 2"),
+			scheduler(lab.OVF), weight("web2", 2)),
 	)
 
 	It("follows a wrr weight changed mid-run (ipvsadm -e), as the kernel resets its mark", func(ctx context.Context) {
 		s, l := up("scenarios/nat-wrr.yaml", "midrun")
-		lab = l
+		running = l
 		sim := modelOf(s)
 		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 6, false)
 		got := c.Get(ctx, "http://203.0.113.1/", 6)
 		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
 
-		edited := variant("scenarios/nat-wrr.yaml", "198.51.100.13:80, method: nat, weight: 1", "198.51.100.13:80, method: nat, weight: 3")
+		edited := variant("scenarios/nat-wrr.yaml", weight("web3", 3))
 		_, stderr, code := lv("apply", "--name", "midrun", edited)
 		Expect(code).To(Equal(0), stderr)
 		Expect(stderr).To(ContainSubstring("(1 changes)"))
@@ -157,7 +138,7 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 
 	It("maps each client address to the server sh's table gives (50 source addresses)", func(ctx context.Context) {
 		s, l := up("scenarios/nat-sh.yaml", "sh")
-		lab = l
+		running = l
 		sim := modelOf(s)
 		Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
 		nodes := l.Handles()
@@ -176,8 +157,8 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 	})
 
 	It("maps each client address and port with sh-port", func(ctx context.Context) {
-		s, l := up(variant("scenarios/nat-sh.yaml", "scheduler: sh", "scheduler: sh\n          flags: [sh-port]"), "shport")
-		lab = l
+		s, l := up(variant("scenarios/nat-sh.yaml", scheduler(lab.SH, lab.SHPort)), "shport")
+		running = l
 		sim := modelOf(s)
 		// One client address, many source ports: connections held open, each
 		// looked up in the director's table by its port.

@@ -25,12 +25,12 @@ func connectionsTo(s *scenario.Scenario, l *state.Lab, name string) int {
 }
 
 var _ = Describe("Faults", Label("nat", "faults"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	It("a real server whose web service stops: its requests fail, the others keep answering", func(ctx context.Context) {
 		s, l := up("scenarios/nat-rr.yaml", "stop")
-		lab = l
+		running = l
 		sim := modelOf(s)
 		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 4, false)
@@ -62,7 +62,7 @@ var _ = Describe("Faults", Label("nat", "faults"), func() {
 
 	It("a real server set to weight 0 mid-run gets no new connection", func(ctx context.Context) {
 		s, l := up("scenarios/nat-rr.yaml", "quiesce-rr")
-		lab = l
+		running = l
 		sim := modelOf(s)
 		c := verify.HTTPClient{From: l.Handles()["client"]}
 		want := sim.Sequence(verify.Request{}, 4, false)
@@ -70,7 +70,7 @@ var _ = Describe("Faults", Label("nat", "faults"), func() {
 		before := connectionsTo(s, l, "web1")
 		Expect(before).To(Equal(2), "web1 served 2 of the first 4")
 
-		edited := variant("scenarios/nat-rr.yaml", "198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 0")
+		edited := variant("scenarios/nat-rr.yaml", weight("web1", 0))
 		_, stderr, code := lv("apply", "--name", "quiesce-rr", edited)
 		Expect(code).To(Equal(0), stderr)
 		sim.SetWeight("web1", 0)

@@ -20,8 +20,8 @@ import (
 )
 
 // namespacesOf lists the named namespaces of a lab.
-func namespacesOf(lab string) []string {
-	m, _ := filepath.Glob(filepath.Join(node.NetnsDir, "clab-"+lab+"-*"))
+func namespacesOf(name string) []string {
+	m, _ := filepath.Glob(filepath.Join(node.NetnsDir, "clab-"+name+"-*"))
 	return m
 }
 
@@ -124,7 +124,7 @@ var _ = Describe("Lab lifecycle", Label("nat", "lifecycle"), func() {
 	It("cleans up with gc after lvslab up was killed", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, lvslabBin, "up", "--name", "crashed", "scenarios/nat-rr.yaml")
+		cmd := exec.CommandContext(ctx, cli.Bin, "up", "--name", "crashed", "scenarios/nat-rr.yaml")
 		cmd.Dir = repo
 		stderr, err := cmd.StderrPipe()
 		Expect(err).NotTo(HaveOccurred())

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
@@ -16,8 +17,8 @@ import (
 // and TUN (tun-rr), each with two real servers web1 and web2, written as ipvsadm
 // rules (nat-rr's structured form is rewritten to the same rules).
 var _ = Describe("Scheduler x forwarding method x persistence", Label("methods"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	type method struct{ file, flag, label string }
 	methods := []method{
@@ -48,27 +49,13 @@ var _ = Describe("Scheduler x forwarding method x persistence", Label("methods")
 
 	DescribeTable("give the model's exact sequence",
 		func(ctx context.Context, m method, sched string, persist bool) {
-			opts := "-s " + sched
+			edits := []edit{scheduler(lab.Scheduler(sched)), weight("web1", 2)}
 			if persist {
-				opts += " -p 60"
+				edits = append(edits, persistent(60))
 			}
-			var file string
-			if m.label == "nat" {
-				file = variant(m.file,
-					"scheduler: rr", "scheduler: "+sched,
-					"198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 2")
-				if persist {
-					file = variant(m.file,
-						"scheduler: rr", "scheduler: "+sched+"\n          persistent: 60",
-						"198.51.100.11:80, method: nat, weight: 1", "198.51.100.11:80, method: nat, weight: 2")
-				}
-			} else {
-				file = variant(m.file,
-					"-A -t 203.0.113.1:80 -s rr", "-A -t 203.0.113.1:80 "+opts,
-					"-r 203.0.113.11:80 "+m.flag, "-r 203.0.113.11:80 "+m.flag+" -w 2")
-			}
+			file := variant(m.file, edits...)
 			s, l := up(file, strings.ReplaceAll(fmt.Sprintf("m-%s-%s-%v", m.label, sched, persist), "true", "p"))
-			lab = l
+			running = l
 			sim := modelOf(s)
 			Expect(sim.Order()).To(Equal(kernelOrder(s, l)))
 			var want []string

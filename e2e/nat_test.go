@@ -26,18 +26,18 @@ import (
 //	ipvsadm -A -t 203.0.113.1:80 -s rr; -a ... -r 198.51.100.1{1,2}:80 -m
 var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 	var (
-		s   *scenario.Scenario
-		lab *state.Lab
+		s       *scenario.Scenario
+		running *state.Lab
 	)
-	dumpOnFailure(&lab)
+	dumpOnFailure(&running)
 
 	BeforeAll(func() {
-		s, lab = up("scenarios/nat-rr.yaml", "nat-rr")
+		s, running = up("scenarios/nat-rr.yaml", "nat-rr")
 	})
 
 	It("names one namespace per node as containerlab names its containers", func() {
 		var names []string
-		for _, n := range lab.Namespaces() {
+		for _, n := range running.Namespaces() {
 			Expect(filepath.Join(node.NetnsDir, n)).To(BeAnExistingFile())
 			names = append(names, n)
 		}
@@ -46,7 +46,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 	})
 
 	It("reads back the director's IPVS table as the scenario declares it", func() {
-		t := readIPVS(lab)
+		t := readIPVS(running)
 		Expect(t.Services).To(HaveLen(1))
 		svc := t.Services[0].Service
 		Expect(svc.SchedName).To(Equal("rr"))
@@ -62,7 +62,7 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 	})
 
 	It("turns forwarding on in the director only", func() {
-		nodes := lab.Handles()
+		nodes := running.Handles()
 		read := func(n string) string {
 			var v []byte
 			Expect(nodes[n].Do(func() (err error) {
@@ -78,10 +78,10 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 	It("alternates strictly between web1 and web2 over 10 sequential connections", func(ctx context.Context) {
 		// The model: rr walks the kernel's list (reverse order of insertion) from the head.
 		sim := modelOf(s)
-		Expect(sim.Order()).To(Equal(kernelOrder(s, lab)))
+		Expect(sim.Order()).To(Equal(kernelOrder(s, running)))
 		want := sim.Sequence(verify.Request{}, 10, false)
 
-		c := verify.HTTPClient{From: lab.Handles()["client"]}
+		c := verify.HTTPClient{From: running.Handles()["client"]}
 		got := c.Get(ctx, "http://203.0.113.1/", 10)
 		Expect(got.Errors).To(BeEmpty())
 		Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
@@ -48,13 +49,13 @@ func sources(l *state.Lab, first string, count int) []netip.Addr {
 }
 
 var _ = Describe("Persistence", Label("persistence"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	// nat-ppc: -A -t 203.0.113.1:80 -s rr -p 120 over web1 and web2 (NAT).
 	It("PPC: each client keeps the server rr gave its first connection", func(ctx context.Context) {
 		s, l := up("scenarios/nat-ppc.yaml", "ppc")
-		lab = l
+		running = l
 		sim := modelOf(s)
 		srcs := sources(l, "203.0.113.100/24", 4)
 		for _, src := range srcs {
@@ -70,8 +71,8 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 	})
 
 	It("PPC with -M 255.255.255.128: clients in one /25 share a server", func(ctx context.Context) {
-		s, l := up(variant("scenarios/nat-ppc.yaml", "-p 120", "-p 120 -M 255.255.255.128"), "ppcmask")
-		lab = l
+		s, l := up(variant("scenarios/nat-ppc.yaml", netmask(25)), "ppcmask")
+		running = l
 		sim := modelOf(s)
 		low := sources(l, "203.0.113.100/24", 3)  // in 203.0.113.0/25, with the client's own .10
 		high := sources(l, "203.0.113.200/24", 3) // in 203.0.113.128/25
@@ -90,7 +91,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 	DescribeTable("keeps one client on one server across ports 80 and 443",
 		func(ctx context.Context, file string) {
 			s, l := up(file, "ports")
-			lab = l
+			running = l
 			sim := modelOf(s)
 			for _, src := range sources(l, "203.0.113.100/24", 3) {
 				want := sim.Connect(verify.Request{Src: src}, false)
@@ -110,10 +111,8 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 	// for 60 s (ip_vs_conn_expire, expire_later), so the persistence timeout (3 s)
 	// must outlast the connections it controls (UDP, 1 s).
 	It("chooses anew once the template has expired (UDP, -p 3, udp timeout 1 s)", Label("udp", "slow"), func(ctx context.Context) {
-		s, l := up(variant("scenarios/nat-udp.yaml",
-			"-A -u 203.0.113.1:5353 -s rr", "-A -u 203.0.113.1:5353 -s rr -p 3",
-			"    ipvs:\n      rules:", "    ipvs:\n      timeouts: {udp: 1}\n      rules:"), "expiry")
-		lab = l
+		s, l := up(variant("scenarios/nat-udp.yaml", persistent(3), timeouts(lab.Timeouts{UDP: 1})), "expiry")
+		running = l
 		sim := modelOf(s)
 		c := verify.UDPClient{From: l.Handles()["client"]}
 		vipUDP := netip.MustParseAddrPort("203.0.113.1:5353")
@@ -133,17 +132,15 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 
 	DescribeTable("when the client's server is quiesced (weight 0)",
 		func(ctx context.Context, expire string, stays bool) {
-			file := variant("scenarios/nat-ppc.yaml", "expire_quiescent_template: 1", "expire_quiescent_template: "+expire)
+			file := variant("scenarios/nat-ppc.yaml", sysctl("expire_quiescent_template", "1", expire))
 			s, l := up(file, "quiesce")
-			lab = l
+			running = l
 			sim := modelOf(s)
 			c := verify.HTTPClient{From: l.Handles()["client"]}
 			first := sim.Connect(verify.Request{}, false)
 			Expect(c.Get(ctx, "http://203.0.113.1/", 2).Sequence).To(HaveEach(first))
 
-			addr := serverAddr(s, first).String()
-			edited := variant("scenarios/nat-ppc.yaml", "expire_quiescent_template: 1", "expire_quiescent_template: "+expire,
-				"-r "+addr+" -m -w 1", "-r "+addr+" -m -w 0")
+			edited := variant("scenarios/nat-ppc.yaml", sysctl("expire_quiescent_template", "1", expire), weight(first, 0))
 			_, stderr, code := lv("apply", "--name", "quiesce", edited)
 			Expect(code).To(Equal(0), stderr)
 			sim.SetWeight(first, 0)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,13 +56,13 @@ func probe(ctx context.Context, s *scenario.Scenario, l *state.Lab) map[string]s
 }
 
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	DescribeTable("comes up, reads back as declared, and answers through each service",
 		func(ctx context.Context, file string) {
 			s, l := up(file, strings.TrimSuffix(filepath.Base(file), ".yaml"))
-			lab = l
+			running = l
 			nodes := l.Handles()
 
 			diff, err := apply.Diff(ctx, nodes, s.Spec, nil)
@@ -112,31 +111,19 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 // scenarios/nat-rr.yaml applied to a running lab, as is and edited.
 var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply"), func() {
 	var (
-		lab  *state.Lab
-		dir  string
-		orig string
+		running *state.Lab
+		dir     string
 	)
-	dumpOnFailure(&lab)
+	dumpOnFailure(&running)
 
-	// edited writes a copy of nat-rr.yaml with its topology path made absolute,
-	// after applying the replacements old -> new.
-	edited := func(name string, repl ...string) string {
-		text := strings.Replace(orig, "topology: ../topologies/", "topology: "+repo+"/topologies/", 1)
-		for i := 0; i < len(repl); i += 2 {
-			Expect(text).To(ContainSubstring(repl[i]))
-			text = strings.Replace(text, repl[i], repl[i+1], 1)
-		}
-		p := filepath.Join(dir, name)
-		Expect(os.WriteFile(p, []byte(text), 0o644)).To(Succeed())
-		return p
+	// edited writes nat-rr.yaml, changed by edits, as dir/name.
+	edited := func(name string, edits ...edit) string {
+		return variantAs(filepath.Join(dir, name), "scenarios/nat-rr.yaml", edits...)
 	}
 
 	BeforeAll(func() {
-		b, err := os.ReadFile(filepath.Join(repo, "scenarios/nat-rr.yaml"))
-		Expect(err).NotTo(HaveOccurred())
-		orig = string(b)
 		dir = GinkgoT().TempDir()
-		_, lab = up(edited("base.yaml"), "nat-rr")
+		_, running = up(edited("base.yaml"), "nat-rr")
 	})
 
 	It("changes nothing when the scenario is applied again", func() {
@@ -146,11 +133,11 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	})
 
 	It("edits only the real server whose weight changed", func() {
-		_, stderr, code := lv("apply", edited("weight.yaml", "198.51.100.12:80, method: nat, weight: 1", "198.51.100.12:80, method: nat, weight: 3"))
+		_, stderr, code := lv("apply", edited("weight.yaml", weight("web2", 3)))
 		Expect(code).To(Equal(0), stderr)
 		Expect(stderr).To(ContainSubstring("(1 changes)"))
 		Expect(stderr).To(ContainSubstring("director: edit real server 198.51.100.12:80 of tcp:203.0.113.1:80 (nat, weight 3)"))
-		t := readIPVS(lab)
+		t := readIPVS(running)
 		w := map[string]int{}
 		for _, d := range t.Services[0].Destinations {
 			w[d.Address.String()] = d.Weight
@@ -159,15 +146,12 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	})
 
 	It("removes what the edited scenario no longer declares, and changes the scheduler in place", func() {
-		_, stderr, code := lv("apply", edited("smaller.yaml",
-			"scheduler: rr", "scheduler: wlc",
-			"            - {address: 198.51.100.12:80, method: nat, weight: 1}\n", "",
-			"routes:\n      - {to: default, via: 198.51.100.1}   # replies go back through the director", "routes: []"))
+		_, stderr, code := lv("apply", edited("smaller.yaml", scheduler(lab.WLC), removeServer("web2"), routes("web1")))
 		Expect(code).To(Equal(0), stderr)
 		Expect(stderr).To(ContainSubstring("director: edit service tcp:203.0.113.1:80 (scheduler wlc)"))
 		Expect(stderr).To(ContainSubstring("director: delete real server 198.51.100.12:80"))
 		Expect(stderr).To(ContainSubstring("web1: delete route 0.0.0.0/0 via 198.51.100.1"))
-		t := readIPVS(lab)
+		t := readIPVS(running)
 		Expect(t.Services[0].Service.SchedName).To(Equal("wlc"))
 		Expect(t.Services[0].Destinations).To(HaveLen(1))
 	})
@@ -175,25 +159,24 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	It("comes back to the original, and the lab answers as before", func(ctx context.Context) {
 		_, stderr, code := lv("apply", edited("back.yaml"))
 		Expect(code).To(Equal(0), stderr)
-		got := verify.HTTPClient{From: lab.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 4)
+		got := verify.HTTPClient{From: running.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 4)
 		Expect(got.Errors).To(BeEmpty())
 		Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}))
 	})
 })
 
 var _ = Describe("Every scheduler the kernel ships", Label("nat", "schedulers"), func() {
-	var lab *state.Lab
-	dumpOnFailure(&lab)
+	var running *state.Lab
+	dumpOnFailure(&running)
 
 	DescribeTable("is programmed over netlink, read back with its flags and thresholds, and answers",
 		func(ctx context.Context, sched string, flags string) {
-			repl := []string{"scheduler: lc", "scheduler: " + sched,
-				"{address: 198.51.100.11:80, method: nat, weight: 1}", "{address: 198.51.100.11:80, method: nat, weight: 1, upper: 100, lower: 10}"}
-			if flags != "" {
-				repl[1] += "\n          flags: [" + flags + "]"
+			var fl []lab.SchedFlag
+			for _, f := range strings.FieldsFunc(flags, func(r rune) bool { return r == ',' }) {
+				fl = append(fl, lab.SchedFlag(f))
 			}
-			s, l := up(variant("scenarios/nat-lc.yaml", repl...), "sched-"+sched)
-			lab = l
+			s, l := up(variant("scenarios/nat-lc.yaml", scheduler(lab.Scheduler(sched), fl...), thresholds("web1", 100, 10)), "sched-"+sched)
+			running = l
 			d, _ := s.Spec.Node(s.Director())
 			got := readSpecs(l)
 			Expect(normalized(got)).To(Equal(normalized(d.Services)))

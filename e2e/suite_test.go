@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/internal/clitest"
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
@@ -34,18 +34,16 @@ func TestConformance(t *testing.T) {
 }
 
 var (
-	lvslabBin string // the lvslab binary under test
-	repo      string // the repository root
+	cli  clitest.CLI // the lvslab binary under test, run from the repository root
+	repo string      // the repository root
 )
 
 var _ = BeforeSuite(func() {
 	logrus.SetLevel(logrus.ErrorLevel) // moby/ipvs warns when its own modprobe fails; lvslab loads modules itself
-	repo = findRepo()
-	lvslabBin = os.Getenv("LVSLAB_BIN")
-	if lvslabBin == "" {
-		lvslabBin = filepath.Join(repo, "bin", "lvslab")
-	}
-	Expect(lvslabBin).To(BeAnExistingFile(), "build lvslab first (make build), or set LVSLAB_BIN")
+	var err error
+	cli, err = clitest.Default()
+	Expect(err).NotTo(HaveOccurred())
+	repo = cli.Dir
 	Expect(os.Getuid()).To(Equal(0), "the conformance suite needs root (namespaces, IPVS)")
 	Expect("/proc/thread-self/net/ip_vs").To(BeAnExistingFile(),
 		"this kernel has no IPVS: run the suite through the sandbox (make e2e)")
@@ -54,38 +52,16 @@ var _ = BeforeSuite(func() {
 	Expect(code).To(Equal(0))
 })
 
-// findRepo walks up from the working directory to the directory holding go.mod
-// (the suite runs from e2e/ under go test, from the root under make e2e).
-func findRepo() string {
-	dir, err := os.Getwd()
-	Expect(err).NotTo(HaveOccurred())
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		Expect(parent).NotTo(Equal(dir), "no go.mod above the working directory")
-		dir = parent
-	}
-}
-
 // lv runs the lvslab binary from the repository root.
 func lv(args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, lvslabBin, args...)
-	cmd.Dir = repo
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := cli.Run(ctx, args...)
+	if err != nil {
 		Fail(fmt.Sprintf("lvslab %s: %v", strings.Join(args, " "), err))
 	}
-	GinkgoWriter.Printf("$ lvslab %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-	return out.String(), errOut.String(), code
+	GinkgoWriter.Println(r)
+	return r.Stdout, r.Stderr, r.Code
 }
 
 // up brings a scenario up under a lab name and removes it when the container ends.
@@ -117,18 +93,18 @@ func dumpOnFailure(l **state.Lab) {
 		if !CurrentSpecReport().Failed() || *l == nil {
 			return
 		}
-		lab := *l
+		running := *l
 		var b strings.Builder
-		out, _, _ := lv("status", lab.Name)
+		out, _, _ := lv("status", running.Name)
 		b.WriteString(out)
-		if lab.Director != "" {
-			_ = lab.Handles()[lab.Director].Do(func() error {
+		if running.Director != "" {
+			_ = running.Handles()[running.Director].Do(func() error {
 				conns, err := os.ReadFile("/proc/thread-self/net/ip_vs_conn")
-				fmt.Fprintf(&b, "  %s IPVS connection table:\n%s%v\n", lab.Director, conns, err)
+				fmt.Fprintf(&b, "  %s IPVS connection table:\n%s%v\n", running.Director, conns, err)
 				return nil
 			})
 		}
-		for _, n := range lab.Nodes {
+		for _, n := range running.Nodes {
 			out, _ := exec.Command("ip", "-n", n.Namespace, "neigh").CombinedOutput()
 			fmt.Fprintf(&b, "  %s neighbours:\n%s", n.Name, out)
 		}

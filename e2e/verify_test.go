@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"encoding/json"
-	"github.com/lvslab/lvslab/pkg/verify"
 	"os"
 	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/verify"
 )
 
 func verifyJSON(args ...string) ([]verify.Outcome, string, int) {
@@ -47,8 +50,10 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 	})
 
 	It("fails with exit status 1, the first divergence and a JUnit report when the kernel disagrees", func() {
-		wrong := variant("scenarios/nat-rr.yaml", "expect: {sequence: model, counts: {web1: 5, web2: 5}}",
-			"expect: {sequence: [web1, web2, web1, web2, web1, web2, web1, web2, web1, web2]}")
+		wrong := variant("scenarios/nat-rr.yaml", func(s *scenario.Scenario) {
+			Expect(s.Checks[0].Expect.Model).To(BeTrue())
+			s.Checks[0].Expect = lab.Expect{Sequence: strings.Fields("web1 web2 web1 web2 web1 web2 web1 web2 web1 web2")}
+		})
 		report := filepath.Join(GinkgoT().TempDir(), "junit.xml")
 		out, _, code := lv("verify", "--junit", report, wrong)
 		Expect(code).To(Equal(1))

@@ -2,12 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lvslab/lvslab/internal/clitest"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,30 +33,19 @@ func TestHostKernel(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("/lib/modules", release, "modules.dep")); err != nil {
 		t.Fatalf("no module tree where a distribution keeps it: %v", err)
 	}
-	root := repoRoot(t)
-	bin := filepath.Join(root, "bin", "lvslab")
+	cli, err := clitest.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A host's lvslab: not the sandbox's guest, not a command forwarded into it.
-	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "LVSLAB_GUEST=") && !strings.HasPrefix(kv, "LVSLAB_IN_SANDBOX=") {
-			env = append(env, kv)
+			cli.Env = append(cli.Env, kv)
 		}
 	}
 	run := func(args ...string) (string, string, int) {
 		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Dir, cmd.Env = root, env
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("$ lvslab %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-		return out.String(), errOut.String(), code
+		return lv(t, cli, args...)
 	}
 
 	out, _, code := run("version")
@@ -68,7 +58,7 @@ func TestHostKernel(t *testing.T) {
 	if _, stderr, code := run("up", "scenarios/nat-rr.yaml"); code != 0 || !strings.Contains(stderr, "lab nat-rr is up") {
 		t.Fatalf("up: %d %s", code, stderr)
 	}
-	t.Cleanup(func() { run("gc") })
+	t.Cleanup(func() { _, _ = cli.Run(context.Background(), "gc") })
 	if _, err := os.Stat("/run/netns/clab-nat-rr-director"); err != nil {
 		t.Fatalf("the lab is not on this kernel: %v", err)
 	}
@@ -103,24 +93,5 @@ func TestHostKernel(t *testing.T) {
 	}
 	if out, _, _ := run("sandbox", "status"); !strings.Contains(out, "not running") {
 		t.Errorf("a sandbox kernel was started on a host with IPVS: %s", out)
-	}
-}
-
-// repoRoot walks up from the working directory to the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
@@ -44,19 +44,23 @@ func load(file, name string) (*scenario.Scenario, error) {
 // interrupt it at a known point.
 const envStall = "LVSLAB_TEST_STALL"
 
-func (b *localBackend) runner(ctx context.Context) (*runner.Runner, error) {
+// runner returns a runner that reports each step, unless quiet.
+func (b *localBackend) runner(ctx context.Context, quiet bool) (*runner.Runner, error) {
 	r, err := runner.New()
 	if err != nil {
 		return nil, err
 	}
 	stall := os.Getenv(envStall)
 	r.Log = func(step string, err error) {
-		if err != nil {
+		switch {
+		case quiet:
+		case err != nil:
 			b.app.logf("✗ %s\n", step)
 			return
+		default:
+			b.app.logf("✓ %s\n", step)
 		}
-		b.app.logf("✓ %s\n", step)
-		if stall != "" && strings.HasPrefix(step, stall) {
+		if err == nil && stall != "" && strings.HasPrefix(step, stall) {
 			b.app.logf("stalled after %q (%s)\n", step, envStall)
 			<-ctx.Done()
 		}
@@ -69,7 +73,7 @@ func (b *localBackend) Up(ctx context.Context, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.runner(ctx)
+	r, err := b.runner(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -91,7 +95,7 @@ func (b *localBackend) Apply(ctx context.Context, o ApplyOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.runner(ctx)
+	r, err := b.runner(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -113,7 +117,7 @@ func (b *localBackend) Down(ctx context.Context, labs []string) error {
 			return err
 		}
 	}
-	r, err := b.runner(ctx)
+	r, err := b.runner(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -228,7 +232,7 @@ func (b *localBackend) IPVS(_ context.Context, o IPVSOptions) error {
 }
 
 func (b *localBackend) GC(ctx context.Context) error {
-	r, err := b.runner(ctx)
+	r, err := b.runner(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -252,11 +256,10 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 		if err := s.Rename(verifyName(s.Name)); err != nil {
 			return err
 		}
-		r, err := b.runner(ctx)
+		r, err := b.runner(ctx, true)
 		if err != nil {
 			return err
 		}
-		r.Log = nil
 		l, err := r.Up(ctx, s)
 		if err != nil {
 			return err

@@ -1,24 +1,28 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lvslab/lvslab/internal/clitest"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/sandbox"
+	"github.com/lvslab/lvslab/pkg/scenario"
 )
 
 // These tests drive the built binary on the host, against a kept sandbox kernel:
 // lvslab up returns, and later commands reach the same lab.
 
-func binary(t *testing.T) string {
+func binary(t *testing.T) clitest.CLI {
 	t.Helper()
 	// make hosttest (and so CI) requires these tests: there they fail, not skip.
 	skip := t.Skip
@@ -34,32 +38,26 @@ func binary(t *testing.T) string {
 	if _, err := os.Stat("/usr/bin/linux.uml"); err != nil {
 		skip("needs user-mode-linux (make deps)")
 	}
-	bin, _ := filepath.Abs("../../bin/lvslab")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("build lvslab first (make build): %v", err)
+	cli, err := clitest.Default()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if sandbox.Running(sandbox.Dir()) {
 		t.Fatalf("a sandbox kernel is already running; stop it first (lvslab down)")
 	}
-	t.Cleanup(func() { exec.Command(bin, "gc").Run() })
-	return bin
+	t.Cleanup(func() { cli.Run(context.Background(), "gc") })
+	return cli
 }
 
-func lv(t *testing.T, bin string, args ...string) (string, string, int) {
+// lv runs the CLI and logs what it did.
+func lv(t *testing.T, cli clitest.CLI, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = "../.."
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := cli.Run(t.Context(), args...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("$ lvslab %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-	return out.String(), errOut.String(), code
+	t.Log(r)
+	return r.Stdout, r.Stderr, r.Code
 }
 
 // umlProcesses counts host processes of the sandbox kernel.
@@ -155,16 +153,14 @@ func TestGCAfterSupervisorKilled(t *testing.T) {
 	}
 }
 
-// Ctrl-C on the host during lvslab up reaches the guest: the half-built lab is
-// rolled back there, while another lab in the same kernel stays.
-func TestInterruptRollsBackInSandbox(t *testing.T) {
-	bin := binary(t)
-	if _, stderr, code := lv(t, bin, "up", "--kernel", "uml", "--name", "stays", "scenarios/nat-rr.yaml"); code != 0 {
-		t.Fatalf("up: %s", stderr)
-	}
-	cmd := exec.Command(bin, "up", "--name", "cut", "scenarios/nat-rr.yaml")
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "LVSLAB_TEST_STALL=topology")
+// interrupted runs lvslab with the LVSLAB_TEST_STALL hook set to stall, waits
+// until the command (in the guest) stalls there, checks that half is made,
+// sends SIGINT to the host's lvslab and returns what it printed and its exit.
+func interrupted(t *testing.T, cli clitest.CLI, stall string, half func(), args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(cli.Bin, args...)
+	cmd.Dir = cli.Dir
+	cmd.Env = append(os.Environ(), "LVSLAB_TEST_STALL="+stall)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -172,39 +168,99 @@ func TestInterruptRollsBackInSandbox(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the guest's up has built the topology and stalls there.
 	var seen strings.Builder
 	buf := make([]byte, 4096)
 	for !strings.Contains(seen.String(), "stalled after") {
 		n, err := stderr.Read(buf)
 		seen.Write(buf[:n])
 		if err != nil {
-			t.Fatalf("up ended before it stalled: %v\n%s", err, seen.String())
+			t.Fatalf("lvslab %s ended before it stalled: %v\n%s", strings.Join(args, " "), err, seen.String())
 		}
 	}
-	// The lab's namespaces exist in the guest now.
-	out, _, _ := lv(t, bin, "exec", "--lab", "stays", "client", "--", "ls", "/run/netns")
-	if !strings.Contains(out, "clab-cut-director") {
-		t.Fatalf("the interrupted lab was not half built:\n%s", out)
-	}
+	half()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	rest, _ := io.ReadAll(stderr)
 	seen.Write(rest)
 	err = cmd.Wait()
-	t.Logf("interrupted up: %v\n%s", err, seen.String())
+	t.Logf("$ lvslab %s, interrupted: %v\n%s", strings.Join(args, " "), err, seen.String())
+	return seen.String(), err
+}
+
+// netnsInGuest lists the guest's named namespaces, through a node of lab.
+func netnsInGuest(t *testing.T, cli clitest.CLI, lab string) string {
+	t.Helper()
+	out, _, _ := lv(t, cli, "exec", "--lab", lab, "client", "--", "ls", "/run/netns")
+	return out
+}
+
+// Ctrl-C on the host during lvslab up, apply or verify reaches the guest: up's
+// half-built lab is removed, apply's half-made edit is rolled back, verify's
+// fresh lab is removed; another lab in the same kernel stays.
+func TestInterruptRollsBackInSandbox(t *testing.T) {
+	cli := binary(t)
+	if _, stderr, code := lv(t, cli, "up", "--kernel", "uml", "--name", "stays", "scenarios/nat-rr.yaml"); code != 0 {
+		t.Fatalf("up: %s", stderr)
+	}
+
+	// up, stalled once its topology exists.
+	_, err := interrupted(t, cli, "topology", func() {
+		if !strings.Contains(netnsInGuest(t, cli, "stays"), "clab-cut-director") {
+			t.Fatal("the interrupted lab was not half built")
+		}
+	}, "up", "--name", "cut", "scenarios/nat-rr.yaml")
 	if err == nil {
 		t.Fatal("an interrupted up succeeded")
 	}
-	out, _, _ = lv(t, bin, "exec", "--lab", "stays", "client", "--", "ls", "/run/netns")
-	if strings.Contains(out, "clab-cut-") || !strings.Contains(out, "clab-stays-director") {
-		t.Errorf("after the interrupt the guest holds:\n%s", out)
+	if ns := netnsInGuest(t, cli, "stays"); strings.Contains(ns, "clab-cut-") || !strings.Contains(ns, "clab-stays-director") {
+		t.Errorf("after the interrupted up the guest holds:\n%s", ns)
 	}
-	if out, _, _ := lv(t, bin, "sandbox", "status"); !strings.Contains(out, "labs: stays\n") {
+
+	// apply, stalled once its changes are made: web2's weight is 3 then.
+	s, err := scenario.Load(filepath.Join(cli.Dir, "scenarios/nat-rr.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Nodes[slices.IndexFunc(s.Spec.Nodes, func(n lab.NodeSpec) bool { return n.Name == "director" })].Services[0].Servers[1].Weight = 3
+	edited := filepath.Join(t.TempDir(), "weight.yaml")
+	if err := scenario.Write(edited, s); err != nil {
+		t.Fatal(err)
+	}
+	saved := func() string {
+		out, _, _ := lv(t, cli, "ipvs", "--save", "stays")
+		return out
+	}
+	before := saved()
+	stderr, err := interrupted(t, cli, "apply", func() {
+		if !strings.Contains(saved(), "-w 3") {
+			t.Fatal("the interrupted apply had not changed the weight")
+		}
+	}, "apply", "--name", "stays", edited)
+	if err == nil || !strings.Contains(stderr, "rolled back to the scenario applied before (1 changes undone)") {
+		t.Fatalf("an interrupted apply: %v", err)
+	}
+	if after := saved(); after != before {
+		t.Errorf("after the interrupted apply the table is\n%s\nwas\n%s", after, before)
+	}
+
+	// verify of a file, stalled once its fresh lab's topology exists.
+	_, err = interrupted(t, cli, "topology", func() {
+		if !strings.Contains(netnsInGuest(t, cli, "stays"), "clab-nat-rr-verify-director") {
+			t.Fatal("the interrupted verify had no lab")
+		}
+	}, "verify", "scenarios/nat-rr.yaml")
+	if err == nil {
+		t.Fatal("an interrupted verify succeeded")
+	}
+	if ns := netnsInGuest(t, cli, "stays"); strings.Contains(ns, "verify") {
+		t.Errorf("after the interrupted verify the guest holds:\n%s", ns)
+	}
+
+	if out, _, _ := lv(t, cli, "sandbox", "status"); !strings.Contains(out, "labs: stays\n") {
 		t.Errorf("sandbox status: %s", out)
 	}
-	if _, stderr, code := lv(t, bin, "down"); code != 0 {
+	if _, stderr, code := lv(t, cli, "down"); code != 0 {
 		t.Fatalf("down: %s", stderr)
 	}
 	waitNoUML(t)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lvslab/lvslab/internal/clitest"
 )
 
 // TestKillUpAtRandomPoints kills lvslab up with SIGKILL at random moments spread
@@ -28,13 +30,16 @@ func TestKillUpAtRandomPoints(t *testing.T) {
 	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
 		t.Fatal("needs a kernel with IPVS: make stress runs this in the sandbox kernel")
 	}
-	root := repoRoot(t)
-	bin := filepath.Join(root, "bin", "lvslab")
+	cli, err := clitest.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
 	run := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		r, err := cli.Run(t.Context(), args...)
+		if err == nil && r.Code != 0 {
+			err = fmt.Errorf("exit status %d", r.Code)
+		}
+		return r.String(), err
 	}
 	if out, err := run("gc"); err != nil {
 		t.Fatalf("gc: %v\n%s", err, out)
@@ -61,8 +66,8 @@ func TestKillUpAtRandomPoints(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("kill%d", i)
 		delay := time.Duration(rng.Int64N(int64(span)))
-		cmd := exec.Command(bin, "up", "--name", name, "scenarios/nat-rr.yaml")
-		cmd.Dir = root
+		cmd := exec.Command(cli.Bin, "up", "--name", name, "scenarios/nat-rr.yaml")
+		cmd.Dir = cli.Dir
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)

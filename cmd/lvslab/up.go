@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/verify"

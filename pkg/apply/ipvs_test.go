@@ -2,12 +2,12 @@ package apply
 
 import (
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/moby/ipvs"
 )
 

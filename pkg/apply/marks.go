@@ -2,12 +2,12 @@ package apply
 
 import (
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 )
 

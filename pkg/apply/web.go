@@ -3,13 +3,13 @@ package apply
 import (
 	"context"
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/webd"
@@ -145,7 +145,7 @@ func (s Starter) launch(cmd *exec.Cmd, role string, n node.Node) (state.Process,
 	if err != nil {
 		return state.Process{}, fmt.Errorf("start %s: %w", role, err)
 	}
-	p := state.Process{Role: role, Pid: cmd.Process.Pid, StartTime: st}
+	p := state.Process{Role: role, Node: n.Name, Pid: cmd.Process.Pid, StartTime: st}
 	go cmd.Wait() // reap it if it dies while this process lives
 	return p, nil
 }

@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -205,24 +205,47 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 	kernel := apply.Open(handles)
 	defer kernel.Close()
 	changes, err := kernel.Apply(ctx, s.Spec, previous)
+	if err == nil {
+		r.step(fmt.Sprintf("apply (%d changes)", len(changes)), nil)
+		err = readBack(ctx, kernel, s.Spec, previous)
+	}
 	if err != nil {
-		return changes, err
+		if ctx.Err() == nil || old == nil {
+			return changes, err
+		}
+		// Interrupted: put back what was applied before.
+		undone, rerr := kernel.Apply(context.WithoutCancel(ctx), old.Spec, &s.Spec)
+		if rerr != nil {
+			return changes, fmt.Errorf("apply %s: interrupted, and rolling back failed: %w", s.Name, errors.Join(err, rerr))
+		}
+		return changes, fmt.Errorf("apply %s: interrupted; rolled back to the scenario applied before (%d changes undone): %w", s.Name, len(undone), err)
 	}
-	if err := readBack(ctx, kernel, s.Spec, previous); err != nil {
-		return changes, err
-	}
-	if old == nil || !sameProcesses(old.Spec, s.Spec) {
+	restart := restartNodes(previous, s.Spec, l.Processes)
+	if len(restart) > 0 {
+		var kept []state.Process
 		for _, p := range l.Processes {
+			if p.Node != "" && !slices.Contains(restart, p.Node) {
+				kept = append(kept, p)
+				continue
+			}
 			_ = p.Kill()
 		}
+		var next lab.Spec // the restarted nodes' processes
+		for _, n := range s.Spec.Nodes {
+			if slices.Contains(restart, n.Name) {
+				next.Nodes = append(next.Nodes, n)
+			}
+		}
 		starter := apply.Starter{Self: r.Self, LogDir: r.logDir(s.Name)}
-		procs, err := starter.Start(ctx, handles, s.Spec)
+		procs, err := starter.Start(ctx, handles, next)
 		if err != nil {
 			return changes, err
 		}
-		l.Processes = procs
-		changes = append(changes, apply.Change{Node: s.Name, Resource: apply.Processes, Object: "web servers and commands", Action: apply.Restart})
-		if err := WaitWeb(ctx, handles, s.Spec); err != nil {
+		l.Processes = append(kept, procs...)
+		for _, n := range restart {
+			changes = append(changes, apply.Change{Node: n, Resource: apply.Processes, Object: "web server and commands", Action: apply.Restart})
+		}
+		if err := WaitWeb(ctx, handles, next); err != nil {
 			return changes, err
 		}
 	}
@@ -232,15 +255,45 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 	return changes, r.Store.Save(l)
 }
 
-func sameProcesses(a, b lab.Spec) bool {
-	procs := func(s lab.Spec) map[string]string {
-		m := map[string]string{}
-		for _, n := range s.Nodes {
-			m[n.Name] = fmt.Sprintf("%+v %q", n.Web, n.Commands)
+// restartNodes names the nodes whose web server and commands must be
+// (re)started or stopped: those whose configuration differs from the one
+// applied before (all, when that is not known), and those with a process that
+// is gone. Records without nodes (older lvslab) restart every node.
+func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []string {
+	procs := func(n lab.NodeSpec) string { return fmt.Sprintf("%+v %q", n.Web, n.Commands) }
+	var out []string
+	add := func(name string) {
+		if !slices.Contains(out, name) {
+			out = append(out, name)
 		}
-		return m
 	}
-	return maps.Equal(procs(a), procs(b))
+	for _, n := range next.Nodes {
+		var was lab.NodeSpec
+		if previous != nil {
+			was, _ = previous.Node(n.Name)
+		}
+		if previous == nil || procs(was) != procs(n) {
+			add(n.Name)
+		}
+	}
+	if previous != nil {
+		for _, was := range previous.Nodes {
+			if _, still := next.Node(was.Name); !still && (was.Web != nil || len(was.Commands) > 0) {
+				add(was.Name)
+			}
+		}
+	}
+	for _, p := range running {
+		if p.Node == "" {
+			for _, n := range next.Nodes {
+				add(n.Name)
+			}
+		} else if p.Exited() {
+			add(p.Node)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // WaitWeb waits until each web server accepts a connection inside its own node.

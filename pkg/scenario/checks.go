@@ -2,10 +2,11 @@ package scenario
 
 import (
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"net/url"
 	"slices"
+
+	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 type rawCheck struct {

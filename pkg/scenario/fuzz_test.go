@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,7 +29,8 @@ const maxFuzzInput = 64 << 10
 //   - every director's services, printed as ipvsadm-save prints them and run again
 //     as rules, give the same services (the YAML form says nothing ipvsadm cannot);
 //   - every real server has a weight in 0..65535 and, when it has an upper
-//     threshold, a lower one not above it.
+//     threshold, a lower one not above it;
+//   - Marshal writes it back as a file that parses to the same spec and checks.
 func FuzzScenario(f *testing.F) {
 	scenarios, _ := filepath.Glob("../../scenarios/*.yaml")
 	fixtures, _ := filepath.Glob("testdata/*/*.yaml")
@@ -74,6 +76,17 @@ func FuzzScenario(f *testing.F) {
 		if !reflect.DeepEqual(s, again) {
 			t.Fatalf("two parses of one input differ:\n%+v\n%+v", s, again)
 		}
+		written, err := Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Parse(fuzzFile, written)
+		if err != nil {
+			t.Fatalf("written back as\n%s\nit does not parse: %v", written, err)
+		}
+		if !reflect.DeepEqual(withoutEmptySpec(back.Spec), withoutEmptySpec(s.Spec)) || !reflect.DeepEqual(back.Checks, s.Checks) {
+			t.Fatalf("written back as\n%s\nit parses to\n%+v\n%+v\nnot\n%+v\n%+v", written, back.Spec, back.Checks, s.Spec, s.Checks)
+		}
 		for _, n := range s.Spec.Nodes {
 			for _, svc := range n.Services {
 				for _, srv := range svc.Servers {
@@ -115,6 +128,15 @@ func withoutEmpty(services []lab.Service) []lab.Service {
 			s.SchedFlags = nil
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+// withoutEmptySpec is spec with withoutEmpty services on every node.
+func withoutEmptySpec(spec lab.Spec) lab.Spec {
+	out := lab.Spec{Nodes: slices.Clone(spec.Nodes)}
+	for i := range out.Nodes {
+		out.Nodes[i].Services = withoutEmpty(out.Nodes[i].Services)
 	}
 	return out
 }

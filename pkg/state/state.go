@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
-	"github.com/lvslab/lvslab/pkg/node"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,6 +15,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
 )
 
 // DefaultDir is where lab records live (a tmpfs: records vanish with a reboot, as
@@ -26,7 +27,8 @@ const DefaultDir = "/run/lvslab/labs"
 // Process is a process lvslab started for a lab. StartTime (from /proc/<pid>/stat)
 // guards against killing an unrelated process that reused the pid.
 type Process struct {
-	Role      string `json:"role"` // e.g. "webd"
+	Role      string `json:"role"`           // e.g. "webd-web1"
+	Node      string `json:"node,omitempty"` // the node it runs in
 	Pid       int    `json:"pid"`
 	StartTime uint64 `json:"startTime"`
 }

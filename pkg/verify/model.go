@@ -3,9 +3,10 @@ package verify
 import (
 	"encoding/binary"
 	"fmt"
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
+
+	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 // The models below follow the schedulers of Linux 6.1 (net/netfilter/ipvs/ip_vs_*.c,

@@ -1,11 +1,12 @@
 package verify
 
 import (
-	"github.com/lvslab/lvslab/pkg/lab"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 func sim(t *testing.T, sched lab.Scheduler, servers string, flags ...lab.SchedFlag) *Sim {
