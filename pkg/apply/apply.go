@@ -87,6 +87,16 @@ func (s *session) netlink() (*netlink.Handle, error) {
 	return s.nl, nil
 }
 
+// link returns the netlink handle and the link named dev.
+func (s *session) link(dev string) (*netlink.Handle, netlink.Link, error) {
+	h, err := s.netlink()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := h.LinkByName(dev)
+	return h, l, err
+}
+
 func (s *session) ipvsHandle() (IPVS, error) {
 	if s.ipvs == nil {
 		h, err := ipvs.New(s.node.NSPath)
@@ -284,11 +294,7 @@ func diffAddresses(s *session, want, old lab.NodeSpec) ([]Change, error) {
 			dev := a.Dev
 			out = append(out, Change{Node: want.Name, Resource: Links, Object: dev, Action: Set, Detail: "up",
 				exec: func(s *session) error {
-					h, err := s.netlink()
-					if err != nil {
-						return err
-					}
-					l, err := h.LinkByName(dev)
+					h, l, err := s.link(dev)
 					if err != nil {
 						return err
 					}
@@ -321,11 +327,7 @@ func diffAddresses(s *session, want, old lab.NodeSpec) ([]Change, error) {
 
 func addAddr(a lab.Address) func(*session) error {
 	return func(s *session) error {
-		h, err := s.netlink()
-		if err != nil {
-			return err
-		}
-		link, err := h.LinkByName(a.Dev)
+		h, link, err := s.link(a.Dev)
 		if err != nil {
 			return err
 		}
@@ -339,11 +341,7 @@ func addAddr(a lab.Address) func(*session) error {
 
 func delAddr(a lab.Address) func(*session) error {
 	return func(s *session) error {
-		h, err := s.netlink()
-		if err != nil {
-			return err
-		}
-		link, err := h.LinkByName(a.Dev)
+		h, link, err := s.link(a.Dev)
 		if err != nil {
 			return err
 		}

@@ -99,15 +99,11 @@ func (n Node) Exists() bool {
 // Addresses lists the node's addresses by interface, as "dev addr/len", in
 // interface order, skipping loopback's 127.0.0.1 and IPv6 link-local addresses.
 func (n Node) Addresses() ([]string, error) {
-	h, err := n.Netlink()
+	h, links, err := n.links()
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
-	}
 	sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Index < links[j].Attrs().Index })
 	var out []string
 	for _, l := range links {
@@ -127,15 +123,11 @@ func (n Node) Addresses() ([]string, error) {
 
 // MACs lists the hardware addresses of the node's Ethernet interfaces.
 func (n Node) MACs() ([]string, error) {
-	h, err := n.Netlink()
+	h, links, err := n.links()
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
-	}
 	var out []string
 	for _, l := range links {
 		if mac := l.Attrs().HardwareAddr; len(mac) == 6 && mac.String() != "00:00:00:00:00:00" {
@@ -143,4 +135,19 @@ func (n Node) MACs() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// links opens a netlink handle in the node and lists its links; close the
+// handle after use.
+func (n Node) links() (*netlink.Handle, []netlink.Link, error) {
+	h, err := n.Netlink()
+	if err != nil {
+		return nil, nil, err
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("node %s: list links: %w", n.Name, err)
+	}
+	return h, links, nil
 }
