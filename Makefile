@@ -94,7 +94,7 @@ e2e: build bin/ginkgo
 
 # Benchmarks (targets in README): lab up inside the sandbox, sandbox boot on the host.
 bench: build
-	$(GO) test -run '^$$' -bench UpNAT -benchtime 20x -exec "$(SANDBOX)" ./pkg/runner/
+	$(GO) test -run '^$$' -bench 'UpNAT|UpPhases' -benchtime 20x -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench ManyLabs -benchtime 1x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/

@@ -106,6 +106,23 @@ func (s *Spec) Modules() []string {
 	return mods
 }
 
+// IPv6 reports whether the spec uses IPv6: an IPv6 address or service.
+func (s *Spec) IPv6() bool {
+	for _, n := range s.Nodes {
+		for _, a := range n.Addresses {
+			if a.Prefix.Addr().Is6() {
+				return true
+			}
+		}
+		for _, svc := range n.Services {
+			if svc.Is6() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Address is an address on an interface.
 type Address struct {
 	Dev    string

@@ -98,7 +98,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	}
 	rt := r.Runtime
 	if rt == nil {
-		rt = topo.Netns{}
+		rt = topo.Netns{IPv6: s.Spec.IPv6()}
 	}
 	nodes, err := rt.NodeNamespaces(s.Topology)
 	if err != nil {

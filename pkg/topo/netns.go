@@ -44,6 +44,11 @@ type Runtime interface {
 // with the file's interface names, and each bridge inside a namespace of its own.
 // Nothing is created in the namespace of the process that calls it.
 type Netns struct {
+	// IPv6 turns off duplicate address detection in each new namespace, so that
+	// IPv6 addresses (link-local ones too) are usable at once; a lab without IPv6
+	// does not pay for it.
+	IPv6 bool
+
 	beforeLink func(i int) error // test hook: a fault injected before link i is made
 }
 
@@ -91,20 +96,32 @@ func (r Netns) build(ctx context.Context, t *Topology) error {
 			return err
 		}
 		ns := NSName(t.Name, name)
-		fd, err := newNamedNetns(ns, quietIPv6)
+		var h *netlink.Handle
+		fd, err := newNamedNetns(ns, func() error {
+			// Inside the new namespace already: its netlink socket and its own
+			// settings need no further namespace switches.
+			if r.IPv6 {
+				if err := quietIPv6(); err != nil {
+					return err
+				}
+			}
+			var err error
+			if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+				return fmt.Errorf("netlink: %w", err)
+			}
+			// lo is interface 1 of every new namespace.
+			if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}); err != nil {
+				return fmt.Errorf("lo up: %w", err)
+			}
+			return nil
+		})
+		if h != nil {
+			handles[name] = h
+		}
 		if err != nil {
 			return fmt.Errorf("node %s: %w", name, err)
 		}
 		fds[name] = fd
-		h, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
-		if err != nil {
-			return fmt.Errorf("node %s: netlink: %w", name, err)
-		}
-		handles[name] = h
-		// lo is interface 1 of every new namespace.
-		if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}}); err != nil {
-			return fmt.Errorf("node %s: lo up: %w", name, err)
-		}
 		if t.Nodes[name].Kind == KindBridge {
 			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
 			if err := h.LinkAdd(br); err != nil {
