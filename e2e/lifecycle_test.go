@@ -78,7 +78,9 @@ var _ = Describe("Lab lifecycle", Label("nat", "lifecycle"), func() {
 		Expect(code).To(Equal(0), stderr)
 		Expect(namespacesOf("gone")).To(BeEmpty())
 		for _, p := range l.Processes {
-			Expect(p.Alive()).To(BeFalse(), "%s (pid %d) still runs", p.Role, p.Pid)
+			// Killed and waited for by down; a zombie until init reaps it.
+			Expect(p.Exited()).To(BeTrue(), "%s (pid %d) still runs", p.Role, p.Pid)
+			Eventually(p.Alive).WithTimeout(5*time.Second).Should(BeFalse(), "%s (pid %d) is never reaped", p.Role, p.Pid)
 		}
 		Expect(processesNamed("sleep", "600")).To(BeEmpty())
 		Expect(rootLinks()).To(Equal(linksBefore))

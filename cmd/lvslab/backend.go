@@ -68,6 +68,8 @@ type VerifyOptions struct {
 	JSON   bool
 	JUnit  string // a file to write JUnit XML to
 	Keep   bool   // keep the fresh lab built for a file
+	// AllowSkip exits 0 instead of 2 when checks were skipped and none failed.
+	AllowSkip bool
 }
 
 // chooseBackend decides, once per command, where its labs live: this kernel

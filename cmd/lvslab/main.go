@@ -23,8 +23,12 @@ type errExit int
 
 func (e errExit) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// usageError is a command line lvslab cannot take; it exits with status 2.
+// usageError is a command line lvslab cannot take; it exits with exitUsage.
 type usageError struct{ error }
+
+// exitUsage is the exit status of a command line lvslab cannot take: sysexits'
+// EX_USAGE, distinct from 1 (a failure) and from verify's verdicts.
+const exitUsage = 64
 
 func main() {
 	if sandbox.IsGuest() {
@@ -64,7 +68,7 @@ func exitStatus(err error, stderr io.Writer) int {
 		return int(ee)
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "lvslab:", err)
-		return 2
+		return exitUsage
 	}
 	fmt.Fprintln(stderr, "lvslab:", err)
 	return 1

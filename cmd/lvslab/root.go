@@ -61,7 +61,7 @@ func labCommand(c *cobra.Command) *cobra.Command {
 	return c
 }
 
-// exactArgs is cobra.ExactArgs with a usage error lvslab exits 2 on.
+// exactArgs is cobra.ExactArgs with a usage error (exit status exitUsage).
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) != n {

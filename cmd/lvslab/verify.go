@@ -22,11 +22,14 @@ func (a *app) verifyCommand() *cobra.Command {
 	var driver string
 	c := &cobra.Command{
 		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--keep] SCENARIO|LAB",
-		Short: "run the checks a scenario declares; exit status 1 on any failure",
+		Short: "run the checks a scenario declares; exit status 1 on any failure, 2 when some were skipped",
 		Long: `Run the checks a scenario declares: against a fresh lab of its own when given a
 scenario file (exact predictions need a director that has served nothing), or
 against a running lab when given its name. Prints a bar per server, predicted and
-observed sequences, ARP replies, and pass or fail per check.`,
+observed sequences, ARP replies, and pass or fail per check, with the reason of
+every failure and every skip. Exit status: 0 when every check passed, 1 when any
+failed, 2 when some could not be judged (skipped) and none failed; --allow-skip
+turns that 2 into 0.`,
 		Args: exactArgs(1, "a scenario file or a running lab's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := lab.ParseDriver(driver)
@@ -41,6 +44,7 @@ observed sequences, ARP replies, and pass or fail per check.`,
 	c.Flags().BoolVar(&o.JSON, "json", false, "print the results as JSON")
 	c.Flags().StringVar(&o.JUnit, "junit", "", "also write a JUnit XML report to this file")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "keep the fresh lab built for a scenario file")
+	c.Flags().BoolVar(&o.AllowSkip, "allow-skip", false, "exit 0, not 2, when checks were skipped and none failed")
 	return labCommand(c)
 }
 
@@ -78,10 +82,30 @@ func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scena
 	} else {
 		writeResults(w, j.Lab, s.File, results)
 	}
+	return verdictStatus(results, o.AllowSkip)
+}
+
+// Exit statuses of lvslab verify.
+const (
+	exitFailed  = 1 // a check failed
+	exitSkipped = 2 // none failed, but some could not be judged (--allow-skip makes this 0)
+)
+
+// verdictStatus is verify's exit: 0 when every check passed, exitFailed when
+// any failed, exitSkipped when some were skipped and none failed, unless
+// allowSkip.
+func verdictStatus(results []verify.Outcome, allowSkip bool) error {
+	skipped := false
 	for _, r := range results {
-		if !r.Passed && !r.Skipped {
-			return errExit(1)
+		switch {
+		case r.Skipped:
+			skipped = true
+		case !r.Passed:
+			return errExit(exitFailed)
 		}
+	}
+	if skipped && !allowSkip {
+		return errExit(exitSkipped)
 	}
 	return nil
 }

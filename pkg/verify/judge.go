@@ -116,13 +116,14 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		r.Errors = append(r.Errors, e.Error())
 	}
 	var problems []string
+	unjudged := "" // why the model could not predict, if it could not
 	if len(errs) != c.Expect.Failures {
 		problems = append(problems, fmt.Sprintf("%d requests failed, expected %d", len(errs), c.Expect.Failures))
 	}
 	if c.Expect.Model {
 		pred, why := v.predict(c, srcs)
 		if pred == nil {
-			r.Skipped, r.Message = true, why
+			unjudged = why
 		} else {
 			r.Predicted = pred
 			if i := FirstDivergence(pred, r.Observed); i >= 0 {
@@ -154,11 +155,26 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			}
 		}
 	}
-	r.Passed = len(problems) == 0
-	if !r.Passed {
-		r.Message = strings.Join(problems, "; ")
-	}
+	r.Passed, r.Skipped, r.Message = verdict(problems, unjudged)
 	return r
+}
+
+// verdict judges a check from the problems found and, when the model could not
+// predict, why not. A check whose expectations failed fails, whether or not the
+// model could predict; one that met every expectation it could be judged on,
+// but not the model's, is skipped, with the reason.
+func verdict(problems []string, unjudged string) (passed, skipped bool, message string) {
+	switch {
+	case len(problems) > 0:
+		message = strings.Join(problems, "; ")
+		if unjudged != "" {
+			message += "; not judged against the model either: " + unjudged
+		}
+		return false, false, message
+	case unjudged != "":
+		return false, true, "not judged against the model: " + unjudged
+	}
+	return true, false, ""
 }
 
 func at(s []string, i int) string {
