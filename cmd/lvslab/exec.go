@@ -33,21 +33,3 @@ func (a *app) execCommand() *cobra.Command {
 	c.Flags().BoolVarP(&o.Stdin, "interactive", "i", false, "pass standard input to the command")
 	return labCommand(c)
 }
-
-func (a *app) ipvsCommand() *cobra.Command {
-	var o IPVSOptions
-	c := &cobra.Command{
-		Use:   "ipvs [--list|--save] [LAB]",
-		Short: "the director's live table, as ipvsadm -Ln and ipvsadm-save -n print it",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 1 {
-				o.Lab = args[0]
-			}
-			return a.backend.IPVS(cmd.Context(), o)
-		},
-	}
-	c.Flags().BoolVar(&o.List, "list", false, "only the ipvsadm -Ln layout")
-	c.Flags().BoolVar(&o.Save, "save", false, "only the ipvsadm-save -n layout")
-	return labCommand(c)
-}

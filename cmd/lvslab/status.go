@@ -9,6 +9,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
 	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/spf13/cobra"
 )
 
 // writeStatus prints a lab: its nodes, their addresses, and the director's IPVS
@@ -53,4 +54,14 @@ func writeStatus(w io.Writer, l *state.Lab) error {
 		}
 	}
 	return nil
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	return labCommand(&cobra.Command{
+		Use:   "status [LAB...]",
+		Short: "labs, nodes, namespaces, addresses, processes and the director's table",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.backend.Status(cmd.Context(), args)
+		},
+	})
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/verify"
@@ -40,58 +38,4 @@ func tryHint(s *scenario.Scenario) string {
 		return ""
 	}
 	return "lvslab exec client -- curl -s " + verify.URL(svc.Addr)
-}
-
-func (a *app) applyCommand() *cobra.Command {
-	var o ApplyOptions
-	c := &cobra.Command{
-		Use:   "apply [--name LAB] SCENARIO",
-		Short: "bring a running lab to an edited scenario",
-		Long: `Bring a running lab to an edited scenario: only what differs changes (a weight
-change edits that one real server); what the previously applied scenario declared
-and this one does not is removed; web servers restart only if their configuration
-changed. Ends by reading every namespace back.`,
-		Args: exactArgs(1, "one scenario file"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Scenario = args[0]
-			return a.backend.Apply(cmd.Context(), o)
-		},
-	}
-	c.Flags().StringVar(&o.Name, "name", "", "the lab's name (default: the scenario's)")
-	return labCommand(c)
-}
-
-func (a *app) downCommand() *cobra.Command {
-	return labCommand(&cobra.Command{
-		Use:   "down [LAB...]",
-		Short: "remove labs (all when none is named); safe to repeat",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.backend.Down(cmd.Context(), args)
-		},
-	})
-}
-
-func (a *app) statusCommand() *cobra.Command {
-	return labCommand(&cobra.Command{
-		Use:   "status [LAB...]",
-		Short: "labs, nodes, namespaces, addresses, processes and the director's table",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.backend.Status(cmd.Context(), args)
-		},
-	})
-}
-
-func (a *app) gcCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "gc",
-		Short: "remove every lab, and any sandbox kernel left behind (after a crash or kill -9)",
-		Args:  exactArgs(0, "no arguments"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var errs []error
-			for _, b := range a.everyBackend() {
-				errs = append(errs, b.GC(cmd.Context()))
-			}
-			return errors.Join(errs...)
-		},
-	}
 }
