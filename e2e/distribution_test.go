@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -115,6 +116,44 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 		Entry("nq 3:2:1", Label("nat"), "scenarios/nat-nq.yaml", 12),
 		Entry("ovf 1:2 (each takes weight+1)", Label("nat"), "scenarios/nat-rr.yaml", 5,
 			scheduler(lab.OVF), weight("web2", 2)),
+	)
+
+	// lc's and wlc's connection overhead changed between releases: activeconns*256
+	// + inactconns up to 6.1.182, + totalconns from 6.1.183 (include/net/ip_vs.h,
+	// ip_vs_dest_conn_overhead). The two part only once the idle server's closed
+	// connections reach 256 against one held on the other. The running release's
+	// model must match the kernel exactly, and the other formula must not (so
+	// that this spec tells them apart).
+	DescribeTable("follow the running release's connection overhead: one held connection, then 300 closed",
+		func(ctx context.Context, sched lab.Scheduler) {
+			s, l, sim := upModel("scenarios/nat-rr.yaml", "overhead", scheduler(sched))
+			running = l
+			k, err := verify.RunningKernel()
+			Expect(err).NotTo(HaveOccurred())
+			total, known := k.TotalConnsOverhead()
+			Expect(known).To(BeTrue(), "kernel %s", k)
+			otherRelease := map[bool]string{false: "6.1.192", true: "6.1.176"}[total]
+			other, err := verify.ParseKernel(otherRelease)
+			Expect(err).NotTo(HaveOccurred())
+			otherSim, err := verify.NewSim(other, sched)
+			Expect(err).NotTo(HaveOccurred())
+			for _, name := range slices.Backward(sim.Order()) {
+				otherSim.AddDest(name, 1)
+			}
+			req := verify.Request{Src: client, Dst: vip}
+
+			want := sim.Connect(req, true)
+			otherSim.Connect(req, true)
+			Expect(heldSequence(ctx, s, l, 1)).To(Equal([]string{want}))
+
+			wantSeq := sim.Sequence(req, 300, false)
+			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 300)
+			Expect(got.Errors).To(BeEmpty())
+			Expect(got.Sequence).To(Equal(wantSeq), divergence(wantSeq, got.Sequence))
+			Expect(otherSim.Sequence(req, 300, false)).NotTo(Equal(wantSeq), "kernel %s's formula gives the same sequence", other)
+		},
+		Entry("lc", Label("nat"), lab.LC),
+		Entry("wlc", Label("nat"), lab.WLC),
 	)
 
 	It("follows a wrr weight changed mid-run (ipvsadm -e), as the kernel resets its mark", func(ctx context.Context) {

@@ -15,7 +15,9 @@ import (
 func modelOf(s *scenario.Scenario) *verify.Sim {
 	d, _ := s.Spec.Node(s.Director())
 	svc := d.Services[0]
-	sim, err := verify.NewSim(svc.Scheduler, svc.SchedFlags...)
+	k, err := verify.RunningKernel()
+	Expect(err).NotTo(HaveOccurred())
+	sim, err := verify.NewSim(k, svc.Scheduler, svc.SchedFlags...)
 	Expect(err).NotTo(HaveOccurred())
 	for _, srv := range svc.Servers {
 		sim.AddDest(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Weight)

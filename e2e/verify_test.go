@@ -48,9 +48,12 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 			results, stderr, code := verifyJSON(file)
 			Expect(code).To(Equal(0), stderr)
 			Expect(results).NotTo(BeEmpty())
+			k, err := verify.RunningKernel()
+			Expect(err).NotTo(HaveOccurred())
 			for _, r := range results {
 				Expect(r.Passed).To(BeTrue(), "%s: %s", r.Check, r.Message)
 				Expect(r.Skipped).To(BeFalse())
+				Expect(r.Kernel).To(Equal(k.Release))
 			}
 			Expect(namespacesOf(strings.TrimSuffix(filepath.Base(file), ".yaml") + "-verify")).To(BeEmpty())
 		},
@@ -116,8 +119,12 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(out).To(ContainSubstring("first divergence at request 1: expected web1, observed web2"))
 		Expect(out).To(MatchRegexp(`web1 +█+ 5`))
 		Expect(out).To(ContainSubstring("0 passed, 1 failed, 0 skipped"))
+		k, err := verify.RunningKernel()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("on kernel " + k.Release))
 		xml, err := os.ReadFile(report)
 		Expect(err).NotTo(HaveOccurred())
+		Expect(string(xml)).To(ContainSubstring(`<property name="kernel" value="` + k.Release + `">`))
 		Expect(string(xml)).To(ContainSubstring(`<failure message="first divergence at request 1: expected web1, observed web2">`))
 	})
 })

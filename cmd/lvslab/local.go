@@ -245,7 +245,11 @@ func (b *localBackend) GC(ctx context.Context) error {
 
 func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 	var s *scenario.Scenario
-	j := &verify.Judge{Driver: o.Driver}
+	k, err := verify.RunningKernel()
+	if err != nil {
+		return err
+	}
+	j := &verify.Judge{Driver: o.Driver, Kernel: k}
 	if isFile(o.Target) {
 		var err error
 		if s, err = scenario.Load(o.Target); err != nil {

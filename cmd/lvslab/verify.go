@@ -69,7 +69,7 @@ func verifyName(name string) string {
 func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scenario, j *verify.Judge) error {
 	results := j.Run(ctx)
 	if o.JUnit != "" {
-		if err := writeJUnit(o.JUnit, s.Name, results); err != nil {
+		if err := writeJUnit(o.JUnit, s.Name, j.Kernel, results); err != nil {
 			return err
 		}
 	}
@@ -80,7 +80,7 @@ func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scena
 			return err
 		}
 	} else {
-		writeResults(w, j.Lab, s.File, results)
+		writeResults(w, j.Lab, s.File, j.Kernel, results)
 	}
 	return verdictStatus(results, o.AllowSkip)
 }
@@ -112,8 +112,8 @@ func verdictStatus(results []verify.Outcome, allowSkip bool) error {
 
 // writeResults prints results for people: a bar per server, predicted and
 // observed sequences, ARP replies, and pass or fail per check.
-func writeResults(w io.Writer, labName, file string, results []verify.Outcome) {
-	fmt.Fprintf(w, "lab %s (%s)\n", labName, file)
+func writeResults(w io.Writer, labName, file string, k verify.Kernel, results []verify.Outcome) {
+	fmt.Fprintf(w, "lab %s (%s) on kernel %s\n", labName, file, k)
 	passed, failed, skipped := 0, 0, 0
 	for _, r := range results {
 		mark := "✓"
@@ -180,13 +180,14 @@ func short(seq []string) string {
 }
 
 type junitSuite struct {
-	XMLName  xml.Name    `xml:"testsuite"`
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Skipped  int         `xml:"skipped,attr"`
-	Time     float64     `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
+	XMLName    xml.Name        `xml:"testsuite"`
+	Name       string          `xml:"name,attr"`
+	Properties []junitProperty `xml:"properties>property"`
+	Tests      int             `xml:"tests,attr"`
+	Failures   int             `xml:"failures,attr"`
+	Skipped    int             `xml:"skipped,attr"`
+	Time       float64         `xml:"time,attr"`
+	Cases      []junitCase     `xml:"testcase"`
 }
 
 type junitCase struct {
@@ -198,12 +199,18 @@ type junitCase struct {
 	Out     string        `xml:"system-out,omitempty"`
 }
 
+type junitProperty struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:"value,attr"`
+}
+
 type junitFailure struct {
 	Message string `xml:"message,attr"`
 }
 
-func writeJUnit(path, labName string, results []verify.Outcome) error {
-	s := junitSuite{Name: "lvslab verify " + labName, Tests: len(results)}
+func writeJUnit(path, labName string, k verify.Kernel, results []verify.Outcome) error {
+	s := junitSuite{Name: "lvslab verify " + labName, Tests: len(results),
+		Properties: []junitProperty{{Name: "kernel", Value: k.Release}}}
 	var total time.Duration
 	for _, r := range results {
 		c := junitCase{Name: r.Check, Class: labName, Time: r.Duration.Seconds(), Out: r.What}

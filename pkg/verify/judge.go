@@ -20,6 +20,7 @@ import (
 type Outcome struct {
 	Check     string         `json:"check"`
 	Kind      lab.CheckKind  `json:"kind"`
+	Kernel    string         `json:"kernel"` // the release the lab ran on, whose behaviour the model follows
 	What      string         `json:"what"`
 	Passed    bool           `json:"passed"`
 	Skipped   bool           `json:"skipped,omitempty"`
@@ -46,6 +47,7 @@ type Judge struct {
 	Lab      string               // the lab's name, for messages
 	Director string               // the node holding the IPVS services
 	Driver   lab.Driver           // go (default) or curl
+	Kernel   Kernel               // the kernel the lab runs on: the models follow its release
 	Fresh    bool                 // the lab was just built: scheduler positions are at their start
 }
 
@@ -56,6 +58,7 @@ func (v *Judge) Run(ctx context.Context) []Outcome {
 		t := time.Now()
 		r := v.run(ctx, c)
 		r.Check, r.Kind, r.What, r.Duration = c.Name, c.Kind(), c.Describe(), time.Since(t)
+		r.Kernel = v.Kernel.Release
 		out = append(out, r)
 	}
 	return out
@@ -260,7 +263,7 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
 	if served && !v.Fresh && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
 		return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections)
 	}
-	sim, err := NewSim(svc.Scheduler, svc.SchedFlags...)
+	sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
 	if err != nil {
 		return nil, err.Error()
 	}

@@ -9,10 +9,11 @@ import (
 	"github.com/lvslab/lvslab/pkg/lab"
 )
 
-// The models below follow the schedulers of Linux 6.1 (net/netfilter/ipvs/ip_vs_*.c,
-// the sandbox kernel's version) step by step, so that what a run must show is
-// computed, not guessed. Real servers are kept in the kernel's list order, which is
-// the reverse of insertion; read it back with GetDestinations.
+// The models below follow the schedulers of Linux 6.1 (net/netfilter/ipvs/ip_vs_*.c)
+// step by step, so that what a run must show is computed, not guessed; where the
+// kernel changed between releases, the release decides (Kernel). Real servers
+// are kept in the kernel's list order, which is the reverse of insertion; read it
+// back with GetDestinations.
 
 // Dest is a real server as a scheduler sees it.
 type Dest struct {
@@ -23,8 +24,15 @@ type Dest struct {
 	Overloaded bool // above its upper threshold
 }
 
-// overhead is ip_vs_dest_conn_overhead: activeconns*256 + totalconns.
-func (d *Dest) overhead() int64 { return int64(d.Active)<<8 + int64(d.Active+d.Inactive) }
+// connOverhead is ip_vs_dest_conn_overhead (include/net/ip_vs.h):
+// activeconns*256 + inactconns up to 6.1.182, activeconns*256 + totalconns
+// from 6.1.183 (see Kernel.TotalConnsOverhead).
+func connOverhead(total bool) func(*Dest) int64 {
+	if total {
+		return func(d *Dest) int64 { return int64(d.Active)<<8 + int64(d.Active+d.Inactive) }
+	}
+	return func(d *Dest) int64 { return int64(d.Active)<<8 + int64(d.Inactive) }
+}
 
 func (d *Dest) available() bool { return !d.Overloaded && d.Weight > 0 }
 
@@ -46,17 +54,24 @@ type changer interface {
 	changed(dests []*Dest)
 }
 
-// NewScheduler returns the model of a kernel scheduler; flags are ipvsadm's -b flags.
-func NewScheduler(name lab.Scheduler, flags ...lab.SchedFlag) (Scheduler, error) {
+// NewScheduler returns the model of a kernel scheduler as kernel k runs it;
+// flags are ipvsadm's -b flags. It fails for a scheduler lvslab has no model
+// of, and for one whose behaviour on k lvslab does not know.
+func NewScheduler(k Kernel, name lab.Scheduler, flags ...lab.SchedFlag) (Scheduler, error) {
+	total, known := k.TotalConnsOverhead()
+	if !known && (name == lab.LC || name == lab.WLC) {
+		return nil, fmt.Errorf("kernel %s: lvslab does not know whether its %s counts inactive or total connections (6.1 changed it in 6.1.183)", k, name)
+	}
+	overhead := connOverhead(total)
 	switch name {
 	case lab.RR:
 		return &rr{}, nil
 	case lab.WRR:
 		return &wrr{}, nil
 	case lab.LC:
-		return lc{}, nil
+		return lc{overhead: overhead}, nil
 	case lab.WLC:
-		return weighted{overhead: (*Dest).overhead}, nil
+		return weighted{overhead: overhead}, nil
 	case lab.SED:
 		return weighted{overhead: activePlusOne}, nil
 	case lab.NQ:
@@ -81,9 +96,10 @@ type Sim struct {
 	Dests []*Dest // kernel list order
 }
 
-// NewSim returns an empty service run by the named scheduler's model.
-func NewSim(sched lab.Scheduler, flags ...lab.SchedFlag) (*Sim, error) {
-	s, err := NewScheduler(sched, flags...)
+// NewSim returns an empty service run by the named scheduler's model, as kernel
+// k runs it.
+func NewSim(k Kernel, sched lab.Scheduler, flags ...lab.SchedFlag) (*Sim, error) {
+	s, err := NewScheduler(k, sched, flags...)
 	if err != nil {
 		return nil, err
 	}
@@ -258,16 +274,16 @@ func (w *wrr) Pick(_ Request, dests []*Dest) int {
 }
 
 // lc is ip_vs_lc_schedule: the first server in list order with the least overhead.
-type lc struct{}
+type lc struct{ overhead func(*Dest) int64 }
 
-func (lc) Pick(_ Request, dests []*Dest) int {
+func (l lc) Pick(_ Request, dests []*Dest) int {
 	least := -1
 	var loh int64
 	for i, d := range dests {
 		if !d.available() {
 			continue
 		}
-		if doh := d.overhead(); least < 0 || doh < loh {
+		if doh := l.overhead(d); least < 0 || doh < loh {
 			least, loh = i, doh
 		}
 	}

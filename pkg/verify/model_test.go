@@ -9,9 +9,13 @@ import (
 	"github.com/lvslab/lvslab/pkg/lab"
 )
 
+// sandbox is the kernel the sequences below were observed on (see the e2e
+// specs each one maps to).
+var sandbox = Kernel{Release: "6.1.176", Major: 6, Minor: 1, Patch: 176}
+
 func sim(t *testing.T, sched lab.Scheduler, servers string, flags ...lab.SchedFlag) *Sim {
 	t.Helper()
-	s, err := NewSim(sched, flags...)
+	s, err := NewSim(sandbox, sched, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
