@@ -226,7 +226,7 @@ func (b *localBackend) IPVS(_ context.Context, o IPVSOptions) error {
 		fmt.Fprintln(w, "\n# ipvsadm-save -n")
 	}
 	if o.Save || both {
-		return ipvsadm.WriteSave(w, t.Specs())
+		return ipvsadm.WriteSave(w, ipvsadm.Sorted(t).Specs())
 	}
 	return nil
 }

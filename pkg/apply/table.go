@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 
 	"github.com/lvslab/lvslab/pkg/lab"
@@ -12,9 +11,9 @@ import (
 	"github.com/moby/ipvs"
 )
 
-// ReadTable takes a snapshot of the IPVS table in n's namespace: services sorted
-// as ipvsadm -Ln sorts them, real servers in the kernel's list order, with their
-// live connection counts.
+// ReadTable takes a snapshot of the IPVS table in n's namespace, in the kernel's
+// order (real servers as the schedulers walk them), with their live connection
+// counts. pkg/ipvsadm prints it in ipvsadm's own order.
 func ReadTable(n node.Node) (*lab.Table, error) {
 	h, err := ipvs.New(n.NSPath)
 	if err != nil {
@@ -51,14 +50,5 @@ func ReadTable(n node.Node) (*lab.Table, error) {
 		}
 		t.Services = append(t.Services, ts)
 	}
-	sort.SliceStable(t.Services, func(i, j int) bool { return listOrder(t.Services[i].Service) < listOrder(t.Services[j].Service) })
 	return t, nil
-}
-
-// listOrder sorts address services (by protocol and address) before firewall marks.
-func listOrder(s lab.Service) string {
-	if s.FWMark != 0 {
-		return fmt.Sprintf("2 %010d", s.FWMark)
-	}
-	return fmt.Sprintf("1 %s %s", strings.ToUpper(string(s.Protocol)), s.Addr)
 }

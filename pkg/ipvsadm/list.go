@@ -13,8 +13,9 @@ import (
 	"github.com/lvslab/lvslab/pkg/lab"
 )
 
-// WriteList prints t as `ipvsadm -Ln` does.
+// WriteList prints t as `ipvsadm -Ln` does, in ipvsadm's order (Sorted).
 func WriteList(w io.Writer, t *lab.Table) error {
+	t = Sorted(t)
 	bw := bufio.NewWriter(w)
 	hdr := t.Header
 	if hdr == "" {

@@ -122,6 +122,17 @@ func ParseRule(line string) (Rule, error) {
 			}
 		case "-6":
 			given[opt] = ""
+		case "--tun-type":
+			// ipvsadm-save prints it for every tunnel real server; ipip is the
+			// kernel's default and the only type lvslab programs.
+			v, err := value()
+			if err != nil {
+				return r, err
+			}
+			if v != "ipip" {
+				return r, ruleErr(opt, "%q: only ipip (the kernel's default tunnel type) is supported", v)
+			}
+			given[opt] = v
 		case "-g", "-i", "-m":
 			if method != "" && method != opt {
 				return r, ruleErr(args[i], "a second forwarding method (already %s)", method)
@@ -148,7 +159,7 @@ func ParseRule(line string) (Rule, error) {
 		return r, err
 	}
 	serviceOpts := []string{"-s", "-p", "-M", "-b"}
-	serverOpts := []string{"-r", "-w", "-x", "-y"}
+	serverOpts := []string{"-r", "-w", "-x", "-y", "--tun-type"}
 	switch r.Op {
 	case AddService, EditService:
 		for _, o := range serverOpts {
@@ -180,6 +191,9 @@ func ParseRule(line string) (Rule, error) {
 		srv, err := serverOptions(svc, given, method)
 		if err != nil {
 			return r, err
+		}
+		if _, ok := given["--tun-type"]; ok && srv.Method != lab.Tunnel {
+			return r, ruleErr("--tun-type", "needs -i (ipip tunnelling)")
 		}
 		if r.Op == DelServer && (method != "" || given["-w"] != "" || given["-x"] != "" || given["-y"] != "") {
 			return r, ruleErr("-d", "takes only the service and -r")
@@ -419,9 +433,22 @@ func ServiceArg(s lab.Service) string {
 	return "-t " + s.Addr.String()
 }
 
-// WriteSave prints services as `ipvsadm-save -n` does: one -A line per service,
-// then one -a line per real server, in the order given.
+// WriteRules prints services as ipvsadm rules that ParseRule reads back to
+// the same services: one -A line per service, then one -a line per real
+// server, in the order given, thresholds included.
+func WriteRules(w io.Writer, services []lab.Service) error {
+	return writeRules(w, services, true)
+}
+
+// WriteSave prints services exactly as `ipvsadm-save -n` does, in the order
+// given (Sorted gives ipvsadm's): like WriteRules, but without the -x/-y
+// thresholds, which ipvsadm-save leaves out (it prints them only with
+// --thresholds, which it does not pass; seen with Debian's ipvsadm 1.31).
 func WriteSave(w io.Writer, services []lab.Service) error {
+	return writeRules(w, services, false)
+}
+
+func writeRules(w io.Writer, services []lab.Service, thresholds bool) error {
 	var b strings.Builder
 	for _, s := range services {
 		fmt.Fprintf(&b, "-A %s -s %s", ServiceArg(s), s.Scheduler)
@@ -437,10 +464,13 @@ func WriteSave(w io.Writer, services []lab.Service) error {
 		b.WriteString("\n")
 		for _, d := range s.Servers {
 			fmt.Fprintf(&b, "-a %s -r %s %s -w %d", ServiceArg(s), d.Addr, d.Method.Option(), d.Weight)
-			if d.Upper != 0 {
+			if d.Method == lab.Tunnel {
+				b.WriteString(" --tun-type ipip")
+			}
+			if thresholds && d.Upper != 0 {
 				fmt.Fprintf(&b, " -x %d", d.Upper)
 			}
-			if d.Lower != 0 {
+			if thresholds && d.Lower != 0 {
 				fmt.Fprintf(&b, " -y %d", d.Lower)
 			}
 			b.WriteString("\n")

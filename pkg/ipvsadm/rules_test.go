@@ -2,7 +2,10 @@ package ipvsadm
 
 import (
 	"bytes"
+	"fmt"
+	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,14 +42,14 @@ func TestSeedRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	var save bytes.Buffer
-	if err := WriteSave(&save, svcs); err != nil {
+	if err := WriteRules(&save, svcs); err != nil {
 		t.Fatal(err)
 	}
 	want := `-A -t 203.0.113.1:80 -s wrr
 -a -t 203.0.113.1:80 -r 198.51.100.11:80 -m -w 5
 -A -u 203.0.113.1:53 -s wrr
 -a -u 203.0.113.1:53 -r 198.51.100.11:53 -g -w 3 -x 100 -y 10
--a -u 203.0.113.1:53 -r 198.51.100.12:53 -i -w 0
+-a -u 203.0.113.1:53 -r 198.51.100.12:53 -i -w 0 --tun-type ipip
 -A -t 203.0.113.2:80 -s rr -p 120
 -A -t 203.0.113.2:0 -s rr -p 120
 -A -f 10 -s rr -p 60
@@ -116,6 +119,9 @@ func TestRuleErrors(t *testing.T) {
 		{"-A -t 203.0.113.1:80 --persistent-conn", `--persistent-conn: unknown or unsupported option`},
 		{"-A -t 203.0.113.1:80 -s", `-s: needs a value`},
 		{"-C -t 203.0.113.1:80", `-C: takes no other option`},
+		{"-a -t 203.0.113.1:80 -r 198.51.100.11 -i --tun-type gue", `--tun-type: "gue": only ipip`},
+		{"-a -t 203.0.113.1:80 -r 198.51.100.11 -m --tun-type ipip", `--tun-type: needs -i`},
+		{"-A -t 203.0.113.1:80 --tun-type ipip", `--tun-type: is an option of -a/-e, not of -A`},
 	} {
 		_, err := ParseRule(c.rule)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -153,7 +159,7 @@ func TestBuildErrorsNameTheLine(t *testing.T) {
 //     service as ServiceArg names it parses too;
 //   - a real server of -a or -e has a weight in 0..65535 and, when it has an upper
 //     threshold, a lower one not above it;
-//   - the table, printed with WriteSave and run again as rules, gives the same
+//   - the table, printed with WriteRules and run again as rules, gives the same
 //     services (round trip).
 func FuzzRule(f *testing.F) {
 	for _, r := range seedRules {
@@ -213,7 +219,7 @@ func FuzzRule(f *testing.F) {
 			t.Fatalf("exec %q: %v", line, err)
 		}
 		var b bytes.Buffer
-		if err := WriteSave(&b, table); err != nil {
+		if err := WriteRules(&b, table); err != nil {
 			t.Fatal(err)
 		}
 		var again []lab.Service
@@ -243,4 +249,39 @@ func withoutEmpty(services []lab.Service) []lab.Service {
 		out = append(out, s)
 	}
 	return out
+}
+
+// ipvsadm's order, as seen from ipvsadm -Ln in the sandbox: the kernel listed
+// 198.51.100.12 before .11, ipvsadm printed .11 first.
+func TestSortedLikeIpvsadm(t *testing.T) {
+	srv := func(a string) lab.Server { return lab.Server{Addr: netip.MustParseAddrPort(a)} }
+	t1 := &lab.Table{Services: []lab.TableService{
+		{Service: lab.Service{FWMark: 10}},
+		{Service: lab.Service{Protocol: lab.UDP, Addr: netip.MustParseAddrPort("203.0.113.1:53")}},
+		{Service: lab.Service{Protocol: lab.TCP, Addr: netip.MustParseAddrPort("203.0.113.1:443")}},
+		{Service: lab.Service{Protocol: lab.TCP, Addr: netip.MustParseAddrPort("203.0.113.1:80"),
+			Servers: []lab.Server{srv("198.51.100.12:80"), srv("198.51.100.11:80"), srv("10.0.0.1:80")}},
+			Conns: []lab.ServerConns{{Active: 12}, {Active: 11}, {Active: 10}}},
+	}}
+	got := Sorted(t1)
+	var keys []string
+	for _, s := range got.Services {
+		keys = append(keys, s.Key())
+	}
+	if want := []string{"tcp:203.0.113.1:80", "tcp:203.0.113.1:443", "udp:203.0.113.1:53", "fwm:10"}; !slices.Equal(keys, want) {
+		t.Errorf("services %v, want %v", keys, want)
+	}
+	s := got.Services[0]
+	// 10.0.0.1 and 198.51.100.x are more than 2^31 apart: ipvsadm's signed
+	// difference puts 198.51.100.x first.
+	var order []string
+	for i, d := range s.Servers {
+		order = append(order, fmt.Sprintf("%s/%d", d.Addr, s.Conns[i].Active))
+	}
+	if want := []string{"198.51.100.11:80/11", "198.51.100.12:80/12", "10.0.0.1:80/10"}; !slices.Equal(order, want) {
+		t.Errorf("servers %v, want %v (counts follow their server)", order, want)
+	}
+	if t1.Services[3].Servers[0].Addr.Port() != 80 || t1.Services[0].FWMark != 10 {
+		t.Error("Sorted changed its input")
+	}
 }

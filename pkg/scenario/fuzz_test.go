@@ -102,7 +102,7 @@ func FuzzScenario(f *testing.F) {
 				continue
 			}
 			var save bytes.Buffer
-			if err := ipvsadm.WriteSave(&save, n.Services); err != nil {
+			if err := ipvsadm.WriteRules(&save, n.Services); err != nil {
 				t.Fatal(err)
 			}
 			back, err := ipvsadm.Build(strings.Split(strings.TrimSpace(save.String()), "\n"))
