@@ -49,9 +49,9 @@ func upModel(file, name string, edits ...edit) (*scenario.Scenario, *state.Lab, 
 
 // heldSequence opens n connections to the VIP, keeps them open, and names the
 // server each went to, read from the director's connection table.
-func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int) []string {
+func heldSequence(ctx context.Context, s *scenario.Scenario, l *state.Lab, n int, ports ...*verify.SourcePorts) []string {
 	nodes := l.Handles()
-	locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), n)
+	locals, closeAll, err := verify.Hold(ctx, nodes["client"], netip.AddrPortFrom(vip, 80), n, ports...)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(closeAll)
 	conns, err := verify.ReadConns(nodes[l.Director])
@@ -142,14 +142,18 @@ var _ = Describe("Scheduling follows the kernel's algorithm exactly", Label("dis
 			}
 			req := verify.Request{Src: client, Dst: vip}
 
+			// Every connection from a port of its own: a reused port would make IPVS
+			// drop the earlier entry (conn_reuse_mode) and lose its count.
+			ports := verify.NewSourcePorts(40000)
 			want := sim.Connect(req, true)
 			otherSim.Connect(req, true)
-			Expect(heldSequence(ctx, s, l, 1)).To(Equal([]string{want}))
+			Expect(heldSequence(ctx, s, l, 1, ports)).To(Equal([]string{want}))
 
 			wantSeq := sim.Sequence(req, 300, false)
-			got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 300)
+			got := verify.HTTPClient{From: l.Handles()["client"], Ports: ports}.Get(ctx, "http://203.0.113.1/", 300)
 			Expect(got.Errors).To(BeEmpty())
 			Expect(got.Sequence).To(Equal(wantSeq), divergence(wantSeq, got.Sequence))
+			Expect(connectionsTo(s, l, "web1")+connectionsTo(s, l, "web2")).To(Equal(301), "the director lost no connection")
 			Expect(otherSim.Sequence(req, 300, false)).NotTo(Equal(wantSeq), "kernel %s's formula gives the same sequence", other)
 		},
 		Entry("lc", Label("nat"), lab.LC),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,23 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(out).To(ContainSubstring("0 passed, 0 failed, 1 skipped"))
 		_, _, code = lv("verify", "--allow-skip", "served")
 		Expect(code).To(Equal(0))
+	})
+
+	// A UDP check with extra sources sends from each of them: persistence keeps
+	// each source on its own rr pick, which one address alone could not show.
+	It("sends a UDP check's datagrams from its extra source addresses", Label("udp"), func() {
+		file := variant("scenarios/nat-udp.yaml", persistent(60), func(s *scenario.Scenario) {
+			s.Checks = []lab.Check{{
+				Name: "each source keeps its server", From: "client", Dev: "eth1",
+				UDP: netip.MustParseAddrPort("203.0.113.1:5353"), Requests: 2, Sources: 3,
+				Expect: lab.Expect{Model: true, Sticky: true},
+			}}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(1))
+		Expect(results[0].Predicted).To(Equal(results[0].Observed))
+		Expect(results[0].Observed).To(HaveLen(6))
 	})
 
 	It("fails with exit status 1, the first divergence and a JUnit report when the kernel disagrees", func() {

@@ -134,8 +134,12 @@ func AddSources(n node.Node, dev string, first netip.Prefix, count int) ([]netip
 
 // Hold opens count TCP connections from n to addr and keeps them open (they stay
 // active at the director). It returns their local addresses and a function that
-// closes them.
-func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int) ([]netip.AddrPort, func(), error) {
+// closes them. Ports, when not nil, gives their source ports.
+func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int, ports ...*SourcePorts) ([]netip.AddrPort, func(), error) {
+	var pool *SourcePorts
+	if len(ports) > 0 {
+		pool = ports[0]
+	}
 	var conns []net.Conn
 	closeAll := func() {
 		for _, c := range conns {
@@ -144,11 +148,7 @@ func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int) ([]n
 	}
 	var locals []netip.AddrPort
 	for range count {
-		var c net.Conn
-		err := n.Do(func() (err error) {
-			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
-			return err
-		})
+		c, err := dial(ctx, n, "tcp", netip.Addr{}, pool, addr.String())
 		if err != nil {
 			closeAll()
 			return nil, nil, err

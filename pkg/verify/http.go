@@ -23,6 +23,7 @@ import (
 type HTTPClient struct {
 	From    node.Node
 	Source  netip.Addr    // source address; the kernel's choice when zero
+	Ports   *SourcePorts  // source ports, each used once; the kernel's choice when nil
 	Timeout time.Duration // per request; 5s when zero
 }
 
@@ -80,15 +81,7 @@ func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Durati
 	if req.URL.Port() == "" {
 		addr = net.JoinHostPort(req.URL.Hostname(), map[string]string{"http": "80", "https": "443"}[req.URL.Scheme])
 	}
-	var conn net.Conn
-	err = c.From.Do(func() error {
-		d := &net.Dialer{}
-		if c.Source.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: c.Source.AsSlice()}
-		}
-		conn, err = d.DialContext(ctx, "tcp", addr)
-		return err
-	})
+	conn, err := dial(ctx, c.From, "tcp", c.Source, c.Ports, addr)
 	if err != nil {
 		return "", err
 	}

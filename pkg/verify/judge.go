@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -48,11 +49,16 @@ type Judge struct {
 	Director string               // the node holding the IPVS services
 	Driver   lab.Driver           // go (default) or curl
 	Kernel   Kernel               // the kernel the lab runs on: the models follow its release
-	Fresh    bool                 // the lab was just built: scheduler positions are at their start
+
+	ports *SourcePorts
+	Fresh bool // the lab was just built: scheduler positions are at their start
 }
 
-// Run runs every check in order.
+// Run runs every check in order. Its HTTP connections take source ports from
+// one pool, from a random start, so that none reuses a port the director still
+// keeps an entry for.
 func (v *Judge) Run(ctx context.Context) []Outcome {
+	v.ports = NewSourcePorts(uint16(firstPort + rand.IntN(lastPort-firstPort)))
 	var out []Outcome
 	for _, c := range v.Checks {
 		t := time.Now()
@@ -95,7 +101,7 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		var got Result
 		switch {
 		case c.Kind() == lab.CheckUDP:
-			got = UDPClient{From: from}.Send(ctx, c.UDP, c.Requests)
+			got = UDPClient{From: from, Source: src}.Send(ctx, c.UDP, c.Requests)
 		case v.Driver == lab.DriverCurl:
 			cc := CurlClient{From: from}
 			if src.IsValid() {
@@ -103,7 +109,7 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			}
 			got = cc.Get(ctx, c.HTTP, c.Requests)
 		default:
-			got = HTTPClient{From: from, Source: src}.Get(ctx, c.HTTP, c.Requests)
+			got = HTTPClient{From: from, Source: src, Ports: v.ports}.Get(ctx, c.HTTP, c.Requests)
 		}
 		perSource = append(perSource, got.Sequence)
 		r.Observed = append(r.Observed, got.Sequence...)
@@ -210,8 +216,9 @@ func sourceBase(n node.Node, dev string) (netip.Prefix, error) {
 	return netip.Prefix{}, fmt.Errorf("%s has no IPv4 prefix of /24 or wider on %s for extra source addresses", n.Name, dev)
 }
 
-// service finds the IPVS service a check's traffic goes to.
-func (v *Judge) service(c lab.Check) (lab.Service, bool) {
+// service finds the IPVS service a check's traffic goes to, and the address the
+// traffic is sent to.
+func (v *Judge) service(c lab.Check) (lab.Service, netip.AddrPort, bool) {
 	d, _ := v.Spec.Node(v.Director)
 	var dst netip.AddrPort
 	if c.Kind() == lab.CheckUDP {
@@ -227,22 +234,22 @@ func (v *Judge) service(c lab.Check) (lab.Service, bool) {
 	}
 	for _, s := range d.Services {
 		if s.FWMark == 0 && (s.Addr == dst || (s.Addr.Port() == 0 && s.Addr.Addr() == dst.Addr())) {
-			return s, true
+			return s, dst, true
 		}
 	}
 	for _, s := range d.Services {
 		if s.FWMark != 0 {
-			return s, true
+			return s, dst, true
 		}
 	}
-	return lab.Service{}, false
+	return lab.Service{}, dst, false
 }
 
 // predict runs the scheduler's model for the check's connections, from the
 // kernel's list order (read back) and, for a lab that has served traffic, its
 // connection counts. It returns nil and why when it cannot predict.
 func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
-	svc, ok := v.service(c)
+	svc, dst, ok := v.service(c)
 	if !ok {
 		return nil, "no IPVS service matches the check's destination"
 	}
@@ -275,30 +282,47 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
 	for i, c := range entry.Conns {
 		sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
 	}
-	vip := svc.Addr.Addr()
+	from := slices.Clone(srcs)
+	for i, src := range from {
+		if !src.IsValid() {
+			from[i] = v.clientAddr(c.From)
+		}
+	}
+	return sequence(sim, svc, dst.Addr(), from, c.Requests), ""
+}
+
+// sequence predicts the servers of a check's connections: from each source in
+// turn, requests connections to dst (the packet's destination: what dh hashes,
+// also for a firewall-mark service), each closed before the next. For a
+// persistent service a client (its address under the netmask) keeps the server
+// of its first scheduled connection (its template); each later connection
+// under that template is still bound to that server and counts there
+// (ip_vs_sched_persist, ip_vs_conn_new). A connection the scheduler could not
+// place ("") makes no template.
+func sequence(sim *Sim, svc lab.Service, dst netip.Addr, srcs []netip.Addr, requests int) []string {
 	sticky := map[netip.Prefix]string{}
 	var out []string
 	for _, src := range srcs {
-		s := src
-		if !s.IsValid() {
-			s = v.clientAddr(c.From)
-		}
-		for range c.Requests {
-			if svc.Persistent {
-				key, _ := s.Prefix(svc.Netmask)
-				if who, ok := sticky[key]; ok {
-					out = append(out, who)
-					continue
-				}
-				who := sim.Connect(Request{Src: s, Dst: vip}, false)
-				sticky[key] = who
+		for range requests {
+			req := Request{Src: src, Dst: dst}
+			if !svc.Persistent {
+				out = append(out, sim.Connect(req, false))
+				continue
+			}
+			key, _ := src.Prefix(svc.Netmask)
+			if who, ok := sticky[key]; ok {
+				sim.Count(who, false)
 				out = append(out, who)
 				continue
 			}
-			out = append(out, sim.Connect(Request{Src: s, Dst: vip}, false))
+			who := sim.Connect(req, false)
+			if who != "" {
+				sticky[key] = who
+			}
+			out = append(out, who)
 		}
 	}
-	return out, ""
+	return out
 }
 
 func (v *Judge) clientAddr(name string) netip.Addr {

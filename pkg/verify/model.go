@@ -155,6 +155,20 @@ func (s *Sim) Connect(req Request, hold bool) string {
 	return s.Dests[i].Name
 }
 
+// Count records a connection bound to the named server without scheduling it
+// (one under a persistence template).
+func (s *Sim) Count(name string, hold bool) {
+	for _, d := range s.Dests {
+		if d.Name == name {
+			if hold {
+				d.Active++
+			} else {
+				d.Inactive++
+			}
+		}
+	}
+}
+
 // Sequence schedules n connections from req.
 func (s *Sim) Sequence(req Request, n int, hold bool) []string {
 	out := make([]string, n)

@@ -15,6 +15,7 @@ import (
 // socket (a fresh source port, so a new IPVS connection), and reads the answer.
 type UDPClient struct {
 	From    node.Node
+	Source  netip.Addr    // the source address; the node's own choice when zero
 	Timeout time.Duration // per request; 2s when zero
 }
 
@@ -41,7 +42,11 @@ func (c UDPClient) once(ctx context.Context, addr netip.AddrPort, timeout time.D
 	var conn net.Conn
 	err := c.From.Do(func() error {
 		var err error
-		conn, err = (&net.Dialer{}).DialContext(ctx, "udp", addr.String())
+		d := &net.Dialer{}
+		if c.Source.IsValid() {
+			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Source, 0))
+		}
+		conn, err = d.DialContext(ctx, "udp", addr.String())
 		return err
 	})
 	if err != nil {
