@@ -70,8 +70,10 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 	// Seen: a running nat-rr lab whose web1 server process was killed was reported
 	// as "0 passed, 0 failed, 1 skipped" with exit status 0, because rr's model
 	// cannot predict for a lab that has served traffic.
-	It("fails a check whose expectations failed, even when the model cannot predict", Label("faults"), func() {
+	It("fails a check whose expectations failed, even when the model cannot predict", Label("faults"), func(ctx context.Context) {
 		_, l := up("scenarios/nat-rr.yaml", "killed")
+		// A lab in use: rr's position after these is not something the model can know.
+		Expect(verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 3).Errors).To(BeEmpty())
 		var webd state.Process
 		for _, p := range l.Processes {
 			if p.Role == "webd-web1" {
@@ -123,6 +125,30 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(results).To(HaveLen(1))
 		Expect(results[0].Predicted).To(Equal(results[0].Observed))
 		Expect(results[0].Observed).To(HaveLen(6))
+	})
+
+	// One model per service through the whole run: with each check predicted
+	// afresh, every new client of a persistent rr service was predicted the first
+	// server.
+	It("keeps the model's state from check to check (persistent rr, three checks, new and known clients)", Label("persistence"), func() {
+		file := variant("scenarios/nat-ppc.yaml", func(s *scenario.Scenario) {
+			check := func(name string, sources int) lab.Check {
+				return lab.Check{Name: name, From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/",
+					Requests: 3, Sources: sources, Expect: lab.Expect{Model: true, Sticky: true}}
+			}
+			s.Checks = []lab.Check{check("the client", 0), check("a second client", 1), check("the second again, and a third", 2)}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(3))
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s: %s", r.Check, r.Message)
+		}
+		// Three different servers would need three; rr over two: the first and
+		// the second client differ, the third takes the first's again.
+		Expect(results[1].Observed[0]).NotTo(Equal(results[0].Observed[0]))
+		Expect(results[2].Observed[:3]).To(HaveEach(results[1].Observed[0]))
+		Expect(results[2].Observed[3:]).To(HaveEach(results[0].Observed[0]))
 	})
 
 	It("fails with exit status 1, the first divergence and a JUnit report when the kernel disagrees", func() {

@@ -271,7 +271,7 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 		if !o.Keep {
 			defer r.Down(context.WithoutCancel(ctx), s.Name)
 		}
-		j.Nodes, j.Lab, j.Director, j.Fresh = l.Handles(), l.Name, l.Director, true
+		j.Nodes, j.Lab, j.Director = l.Handles(), l.Name, l.Director
 	} else {
 		l, err := store().Load(o.Target)
 		if err != nil {

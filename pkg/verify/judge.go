@@ -50,8 +50,8 @@ type Judge struct {
 	Driver   lab.Driver           // go (default) or curl
 	Kernel   Kernel               // the kernel the lab runs on: the models follow its release
 
-	ports *SourcePorts
-	Fresh bool // the lab was just built: scheduler positions are at their start
+	ports  *SourcePorts
+	models map[string]*serviceModel // per service key, kept for the whole run
 }
 
 // Run runs every check in order. Its HTTP connections take source ports from
@@ -59,6 +59,7 @@ type Judge struct {
 // keeps an entry for.
 func (v *Judge) Run(ctx context.Context) []Outcome {
 	v.ports = NewSourcePorts(uint16(firstPort + rand.IntN(lastPort-firstPort)))
+	v.models = map[string]*serviceModel{}
 	var out []Outcome
 	for _, c := range v.Checks {
 		t := time.Now()
@@ -94,6 +95,14 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		srcs = []netip.Addr{{}}
 	}
 
+	// The prediction comes first, from the director as it is before this
+	// check's connections (and as the model followed it through earlier checks).
+	var pred []string
+	var why string
+	lost := false // the kernel has gone where the model did not follow
+	if c.Expect.Model {
+		pred, why, lost = v.predict(c, srcs)
+	}
 	var r Outcome
 	var perSource [][]string
 	var errs []error
@@ -130,10 +139,12 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		problems = append(problems, fmt.Sprintf("%d requests failed, expected %d", len(errs), c.Expect.Failures))
 	}
 	if c.Expect.Model {
-		pred, why := v.predict(c, srcs)
-		if pred == nil {
+		switch {
+		case lost:
+			problems = append(problems, why)
+		case pred == nil:
 			unjudged = why
-		} else {
+		default:
 			r.Predicted = pred
 			if i := FirstDivergence(pred, r.Observed); i >= 0 {
 				problems = append(problems, fmt.Sprintf("first divergence at request %d: expected %s, observed %s", i+1, at(pred, i), at(r.Observed, i)))
@@ -247,40 +258,50 @@ func (v *Judge) service(c lab.Check) (lab.Service, netip.AddrPort, bool) {
 
 // predict runs the scheduler's model for the check's connections, from the
 // kernel's list order (read back) and, for a lab that has served traffic, its
-// connection counts. It returns nil and why when it cannot predict.
-func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
+// connection counts. It returns nil and why when it cannot predict, and lost
+// when the kernel's counts are not those of the connections lvslab sent: the
+// lab served traffic lvslab did not see, and the check fails rather than guess.
+func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why string, lost bool) {
 	svc, dst, ok := v.service(c)
 	if !ok {
-		return nil, "no IPVS service matches the check's destination"
+		return nil, "no IPVS service matches the check's destination", false
 	}
 	t, err := apply.ReadTable(v.Nodes[v.Director])
 	if err != nil {
-		return nil, err.Error()
+		return nil, err.Error(), false
 	}
 	entry := t.Find(svc.Key())
 	if entry == nil {
-		return nil, "the service " + svc.Key() + " is not in the kernel"
+		return nil, "the service " + svc.Key() + " is not in the kernel", false
 	}
-	// The kernel folds its connection counter in every 2 s (ip_vs_est.c), so it
-	// lags; the live per-server counts cover the 2 minutes of TIME_WAIT after.
-	served := entry.Connections > 0
-	for _, c := range entry.Conns {
-		served = served || c.Active+c.Inactive > 0
-	}
-	if served && !v.Fresh && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
-		return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections)
-	}
-	sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
-	if err != nil {
-		return nil, err.Error()
-	}
-	// Re-create the list in insertion order (the kernel lists it reversed).
-	for i := len(entry.Servers) - 1; i >= 0; i-- {
-		d := entry.Servers[i]
-		sim.AddDest(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight)
-	}
-	for i, c := range entry.Conns {
-		sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
+	m := v.models[svc.Key()]
+	if m == nil {
+		// The kernel folds its connection counter in every 2 s (ip_vs_est.c), so it
+		// lags; the live per-server counts cover the 2 minutes of TIME_WAIT after.
+		served := entry.Connections > 0
+		for _, c := range entry.Conns {
+			served = served || c.Active+c.Inactive > 0
+		}
+		if served && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
+			return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+		}
+		sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
+		if err != nil {
+			return nil, err.Error(), false
+		}
+		// Re-create the list in insertion order (the kernel lists it reversed).
+		for i := len(entry.Servers) - 1; i >= 0; i-- {
+			d := entry.Servers[i]
+			sim.AddDest(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight)
+		}
+		for i, c := range entry.Conns {
+			sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
+		}
+		m = &serviceModel{sim: sim, sticky: map[netip.Prefix]string{}}
+		v.models[svc.Key()] = m
+	} else if diff := m.differs(v.Spec, entry); diff != "" {
+		delete(v.models, svc.Key()) // a model that has lost the kernel predicts nothing more
+		return nil, "the director's connection counts differ from what the connections lvslab sent give (" + diff + "): the lab served traffic lvslab did not see, or an earlier check went otherwise than predicted", true
 	}
 	from := slices.Clone(srcs)
 	for i, src := range from {
@@ -288,10 +309,33 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
 			from[i] = v.clientAddr(c.From)
 		}
 	}
-	return sequence(sim, svc, dst.Addr(), from, c.Requests), ""
+	return sequence(m.sim, svc, dst.Addr(), from, c.Requests, m.sticky), "", false
 }
 
-// sequence predicts the servers of a check's connections: from each source in
+// serviceModel is a service's scheduler model through a whole verify run: fed
+// every connection lvslab sent, with the persistence templates they made.
+type serviceModel struct {
+	sim    *Sim
+	sticky map[netip.Prefix]string // client group -> server, the templates
+}
+
+// differs compares the model's connection counts with the kernel's live ones,
+// and says how they differ ("" when they agree).
+func (m *serviceModel) differs(spec *lab.Spec, entry *lab.TableService) string {
+	var out []string
+	for i, srv := range entry.Servers {
+		name := spec.OwnerOf(srv.Addr.Addr())
+		for _, d := range m.sim.Dests {
+			if d.Name == name && (d.Active != int(entry.Conns[i].Active) || d.Inactive != int(entry.Conns[i].Inactive)) {
+				out = append(out, fmt.Sprintf("%s: kernel %d active %d inactive, model %d %d", name, entry.Conns[i].Active, entry.Conns[i].Inactive, d.Active, d.Inactive))
+			}
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// sequence predicts the servers of a check's connections (and feeds them to
+// the model; sticky holds the persistence templates): from each source in
 // turn, requests connections to dst (the packet's destination: what dh hashes,
 // also for a firewall-mark service), each closed before the next. For a
 // persistent service a client (its address under the netmask) keeps the server
@@ -299,8 +343,7 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) ([]string, string) {
 // under that template is still bound to that server and counts there
 // (ip_vs_sched_persist, ip_vs_conn_new). A connection the scheduler could not
 // place ("") makes no template.
-func sequence(sim *Sim, svc lab.Service, dst netip.Addr, srcs []netip.Addr, requests int) []string {
-	sticky := map[netip.Prefix]string{}
+func sequence(sim *Sim, svc lab.Service, dst netip.Addr, srcs []netip.Addr, requests int, sticky map[netip.Prefix]string) []string {
 	var out []string
 	for _, src := range srcs {
 		for range requests {

@@ -48,7 +48,7 @@ func TestSequenceHashesTheDestination(t *testing.T) {
 	fwm := lab.Service{FWMark: 10, Scheduler: lab.DH}
 	for _, a := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"} {
 		dst := netip.MustParseAddr(a)
-		got := sequence(sim3(t, lab.DH), fwm, dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1)
+		got := sequence(sim3(t, lab.DH), fwm, dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1, map[netip.Prefix]string{})
 		want := sim3(t, lab.DH).Connect(Request{Dst: dst}, false)
 		zero := sim3(t, lab.DH).Connect(Request{}, false)
 		if got[0] != want {
@@ -67,7 +67,7 @@ func TestSequencePersistentCounts(t *testing.T) {
 	s := sim3(t, lab.LC)
 	svc := lab.Service{Protocol: lab.TCP, Scheduler: lab.LC, Persistent: true, Timeout: 60, Netmask: 32}
 	a := netip.MustParseAddr("203.0.113.10")
-	got := sequence(s, svc, netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5)
+	got := sequence(s, svc, netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5, map[netip.Prefix]string{})
 	if strings.Join(got, " ") != "web3 web3 web3 web3 web3" {
 		t.Fatalf("sequence %v", got)
 	}
@@ -81,7 +81,54 @@ func TestSequencePersistentCounts(t *testing.T) {
 	for _, d := range none.Dests {
 		d.Weight = 0
 	}
-	if got := sequence(none, lab.Service{Scheduler: lab.RR, Persistent: true, Netmask: 32}, netip.Addr{}, []netip.Addr{a}, 2); strings.Join(got, ",") != "," {
+	if got := sequence(none, lab.Service{Scheduler: lab.RR, Persistent: true, Netmask: 32}, netip.Addr{}, []netip.Addr{a}, 2, map[netip.Prefix]string{}); strings.Join(got, ",") != "," {
 		t.Errorf("no server available: %q", got)
+	}
+}
+
+// One model per service for the whole run: a persistent rr service, three
+// checks one after the other. Each new client takes rr's next server, and a
+// client seen in an earlier check keeps its template (seen: the model predicted
+// the first server for every client when each check started afresh).
+func TestSequenceKeepsStateAcrossChecks(t *testing.T) {
+	s := sim3(t, lab.RR)
+	svc := lab.Service{Protocol: lab.TCP, Scheduler: lab.RR, Persistent: true, Timeout: 120, Netmask: 32}
+	sticky := map[netip.Prefix]string{}
+	vip := netip.MustParseAddr("203.0.113.1")
+	a, b, c := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("203.0.113.100"), netip.MustParseAddr("203.0.113.101")
+	first := sequence(s, svc, vip, []netip.Addr{a}, 2, sticky)
+	second := sequence(s, svc, vip, []netip.Addr{b}, 2, sticky)
+	third := sequence(s, svc, vip, []netip.Addr{a, c}, 2, sticky)
+	got := strings.Join([]string{strings.Join(first, " "), strings.Join(second, " "), strings.Join(third, " ")}, " | ")
+	if want := "web3 web3 | web2 web2 | web3 web3 web1 web1"; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// Before each later prediction the model's counts must be the kernel's: traffic
+// lvslab did not send shows as a difference, named per server.
+func TestModelDiffersFromKernel(t *testing.T) {
+	spec := &lab.Spec{Nodes: []lab.NodeSpec{
+		{Name: "web1", Addresses: []lab.Address{{Dev: "eth1", Prefix: netip.MustParsePrefix("198.51.100.11/24")}}},
+		{Name: "web2", Addresses: []lab.Address{{Dev: "eth1", Prefix: netip.MustParsePrefix("198.51.100.12/24")}}},
+	}}
+	s, err := NewSim(sandbox, lab.RR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddDest("web1", 1)
+	s.AddDest("web2", 1)
+	m := &serviceModel{sim: s, sticky: map[netip.Prefix]string{}}
+	sequence(m.sim, lab.Service{Scheduler: lab.RR}, netip.Addr{}, []netip.Addr{{}}, 3, m.sticky) // web2 web1 web2
+	entry := &lab.TableService{
+		Service: lab.Service{Servers: []lab.Server{{Addr: netip.MustParseAddrPort("198.51.100.12:80")}, {Addr: netip.MustParseAddrPort("198.51.100.11:80")}}},
+		Conns:   []lab.ServerConns{{Inactive: 2}, {Inactive: 1}},
+	}
+	if d := m.differs(spec, entry); d != "" {
+		t.Errorf("the kernel saw what the model sent, yet: %s", d)
+	}
+	entry.Conns[1].Inactive = 4 // three connections lvslab did not send
+	if d := m.differs(spec, entry); d != "web1: kernel 0 active 4 inactive, model 0 1" {
+		t.Errorf("difference %q", d)
 	}
 }
