@@ -227,13 +227,6 @@ func Diff(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, pre
 	return h.Diff(ctx, desired, previous)
 }
 
-// Apply is Handles.Apply on handles of its own.
-func Apply(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, previous *lab.Spec) ([]Change, error) {
-	h := Open(nodes)
-	defer h.Close()
-	return h.Apply(ctx, desired, previous)
-}
-
 // diffNode plans one node's changes, resource by resource.
 func diffNode(s *session, want, old lab.NodeSpec) ([]Change, error) {
 	var all []Change

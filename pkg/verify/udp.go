@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -39,16 +38,7 @@ func (c UDPClient) Send(ctx context.Context, addr netip.AddrPort, n int) Result 
 }
 
 func (c UDPClient) once(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (string, error) {
-	var conn net.Conn
-	err := c.From.Do(func() error {
-		var err error
-		d := &net.Dialer{}
-		if c.Source.IsValid() {
-			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.Source, 0))
-		}
-		conn, err = d.DialContext(ctx, "udp", addr.String())
-		return err
-	})
+	conn, err := dial(ctx, c.From, "udp", c.Source, nil, addr.String())
 	if err != nil {
 		return "", err
 	}
