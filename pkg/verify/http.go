@@ -29,9 +29,10 @@ type HTTPClient struct {
 
 // Result is the outcome of a series of requests.
 type Result struct {
-	Sequence []string       // the server that answered each request, in order ("" for a failure)
-	Counts   map[string]int // answers per server
-	Errors   []error        // one per failed request
+	Sequence []string         // the server that answered each request, in order ("" for a failure)
+	Counts   map[string]int   // answers per server
+	Errors   []error          // one per failed request
+	Locals   []netip.AddrPort // each request's client address and port (zero when it failed before connecting)
 }
 
 // Servers returns the servers that answered, sorted.
@@ -56,7 +57,8 @@ func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
 	}
 	r := Result{Counts: map[string]int{}}
 	for i := range n {
-		name, err := c.once(ctx, url, timeout)
+		name, local, err := c.once(ctx, url, timeout)
+		r.Locals = append(r.Locals, local)
 		if err != nil {
 			r.Errors = append(r.Errors, fmt.Errorf("request %d: %w", i+1, err))
 			name = ""
@@ -68,12 +70,12 @@ func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
 	return r
 }
 
-func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Duration) (string, error) {
+func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Duration) (name string, local netip.AddrPort, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	req.Close = true
 	req.Header.Set("User-Agent", "lvslab")
@@ -83,9 +85,13 @@ func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Durati
 	}
 	conn, err := dial(ctx, c.From, "tcp", c.Source, c.Ports, addr)
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	defer conn.Close()
+	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
+		local = a.AddrPort()
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -93,32 +99,32 @@ func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Durati
 		// The lab's HTTPS servers use a certificate made at start, signed by nobody.
 		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: req.URL.Hostname()})
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return "", err
+			return "", local, err
 		}
 		conn = tc
 	}
 	if err := req.Write(conn); err != nil {
-		return "", err
+		return "", local, err
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	_, _ = io.Copy(io.Discard, br) // to the server's close: the exchange is over
 	if err := conn.Close(); err != nil {
-		return "", err
+		return "", local, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("status %s", resp.Status)
+		return "", local, fmt.Errorf("status %s", resp.Status)
 	}
-	name, _, _ := strings.Cut(string(body), "\n")
-	return strings.TrimSpace(name), nil
+	name, _, _ = strings.Cut(string(body), "\n")
+	return strings.TrimSpace(name), local, nil
 }
 
 // URL is the HTTP URL of a virtual service address (HTTPS for port 443).
