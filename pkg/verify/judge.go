@@ -292,10 +292,21 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 		// Re-create the list in insertion order (the kernel lists it reversed).
 		for i := len(entry.Servers) - 1; i >= 0; i-- {
 			d := entry.Servers[i]
-			sim.AddDest(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight)
+			sim.AddDestThresholds(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight, int(d.Upper), int(d.Lower))
 		}
 		for i, c := range entry.Conns {
-			sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
+			d := sim.Dests[i]
+			d.Active, d.Inactive = int(c.Active), int(c.Inactive)
+			// The kernel does not say whether a server is overloaded: its counts
+			// do, except between the thresholds, where it depends on the past.
+			if d.Upper != 0 {
+				switch {
+				case d.total() >= d.Upper:
+					d.Overloaded = true
+				case d.total() >= d.lowerVal():
+					return nil, fmt.Sprintf("%s has %d connections, between its thresholds (%d, %d): whether it is overloaded depends on what came before", d.Name, d.total(), d.lowerVal(), d.Upper), false
+				}
+			}
 		}
 		m = &serviceModel{sim: sim, sticky: map[netip.Prefix]string{}}
 		v.models[svc.Key()] = m
@@ -358,10 +369,17 @@ func sequence(sim *Sim, svc lab.Service, dst netip.Addr, srcs []netip.Addr, requ
 				out = append(out, who)
 				continue
 			}
-			who := sim.Connect(req, false)
-			if who != "" {
-				sticky[key] = who
+			// ip_vs_sched_persist: the template is made and bound first, then
+			// the connection under it.
+			i := sim.Sched.Pick(req, sim.Dests)
+			if i < 0 {
+				out = append(out, "")
+				continue
 			}
+			who := sim.Dests[i].Name
+			sim.Template(who)
+			sim.Count(who, false)
+			sticky[key] = who
 			out = append(out, who)
 		}
 	}

@@ -21,7 +21,24 @@ type Dest struct {
 	Weight     int
 	Active     int  // established connections
 	Inactive   int  // connections in other states (TIME_WAIT, FIN_WAIT, ...)
-	Overloaded bool // above its upper threshold
+	Persist    int  // persistence templates bound to it
+	Upper      int  // connection thresholds (ipvsadm -x, -y); 0 for none
+	Lower      int  //
+	Overloaded bool // IP_VS_DEST_F_OVERLOAD: schedulers pass it by
+}
+
+// total is ip_vs_dest_totalconns (6.1.176 ip_vs_conn.c): active + inactive,
+// templates not counted; from 6.1.183 the kernel keeps it as totalconns.
+func (d *Dest) total() int { return d.Active + d.Inactive }
+
+// lowerVal is the lower threshold in force: -y, or 75% of -x rounded up
+// (6.1.176 ip_vs_unbind_dest: total*4 < upper*3 clears; 6.1.192 ip_vs_ctl.c
+// l_threshold_val = upper - upper>>2: the same bound).
+func (d *Dest) lowerVal() int {
+	if d.Lower != 0 {
+		return d.Lower
+	}
+	return d.Upper - d.Upper>>2
 }
 
 // connOverhead is ip_vs_dest_conn_overhead (include/net/ip_vs.h):
@@ -94,6 +111,14 @@ func NewScheduler(k Kernel, name lab.Scheduler, flags ...lab.SchedFlag) (Schedul
 type Sim struct {
 	Sched Scheduler
 	Dests []*Dest // kernel list order
+
+	// atCrossing: the kernel updates the overload flag only when totalconns
+	// crosses a threshold (6.1.183 on); before, at every bind and unbind.
+	atCrossing bool
+	// trash keeps deleted real servers with their counts: the kernel keeps a
+	// deleted destination (ip_vs_ctl.c, dest_trash) and gives it back, counts
+	// and flags included, when the same server is added again.
+	trash map[string]*Dest
 }
 
 // NewSim returns an empty service run by the named scheduler's model, as kernel
@@ -103,7 +128,8 @@ func NewSim(k Kernel, sched lab.Scheduler, flags ...lab.SchedFlag) (*Sim, error)
 	if err != nil {
 		return nil, err
 	}
-	sim := &Sim{Sched: s}
+	total, _ := k.TotalConnsOverhead()
+	sim := &Sim{Sched: s, atCrossing: total, trash: map[string]*Dest{}}
 	sim.notify()
 	return sim, nil
 }
@@ -114,20 +140,149 @@ func (s *Sim) notify() {
 	}
 }
 
-// AddDest adds a real server, at the head of the list as the kernel does.
+// remover is implemented by schedulers that keep a position in the list
+// (ip_vs_scheduler.del_dest).
+type remover interface {
+	removing(dests []*Dest, i int)
+}
+
+// AddDest adds a real server, at the head of the list as the kernel does. A
+// server deleted earlier comes back from the trash with its counts.
 func (s *Sim) AddDest(name string, weight int) {
-	s.Dests = append([]*Dest{{Name: name, Weight: weight}}, s.Dests...)
+	s.AddDestThresholds(name, weight, 0, 0)
+}
+
+// AddDestThresholds adds a real server with connection thresholds (ipvsadm -a
+// -x upper -y lower).
+func (s *Sim) AddDestThresholds(name string, weight, upper, lower int) {
+	d := s.trash[name]
+	delete(s.trash, name)
+	if d == nil {
+		d = &Dest{Name: name}
+	}
+	d.Weight, d.Upper, d.Lower = weight, upper, lower
+	s.Dests = append([]*Dest{d}, s.Dests...)
 	s.notify()
 }
 
-// SetWeight edits a real server's weight (ipvsadm -e).
+// RemoveDest deletes a real server (ipvsadm -d): rr steps back to the server
+// before it if it was the last one chosen (ip_vs_rr_del_dest); wrr, sh, dh and
+// mh rebuild as on any change. Its connections stay with it, in the trash.
+func (s *Sim) RemoveDest(name string) {
+	i := indexOf(s.Dests, name)
+	if i < 0 {
+		return
+	}
+	if r, ok := s.Sched.(remover); ok {
+		r.removing(s.Dests, i)
+	}
+	s.trash[name] = s.Dests[i]
+	s.Dests = slices.Delete(s.Dests, i, i+1)
+	s.notify()
+}
+
+// SetWeight edits a real server's weight (ipvsadm -e -w).
 func (s *Sim) SetWeight(name string, weight int) {
-	for _, d := range s.Dests {
-		if d.Name == name {
-			d.Weight = weight
+	if i := indexOf(s.Dests, name); i >= 0 {
+		s.Edit(name, weight, s.Dests[i].Upper, s.Dests[i].Lower)
+	}
+}
+
+// Edit edits a real server as ipvsadm -e does: weight and thresholds at once
+// (__ip_vs_update_dest). Thresholds that change clear or set the overload
+// flag as the kernel k does; every edit tells the scheduler (upd_dest).
+func (s *Sim) Edit(name string, weight, upper, lower int) {
+	i := indexOf(s.Dests, name)
+	if i < 0 {
+		return
+	}
+	d := s.Dests[i]
+	d.Weight = weight
+	if s.atCrossing {
+		// 6.1.192 ip_vs_ctl.c __ip_vs_update_dest: on a change,
+		// __ip_vs_dest_update_overload(dest, 0).
+		if upper != d.Upper || lower != d.Lower {
+			d.Upper, d.Lower = upper, lower
+			switch {
+			case d.Upper == 0:
+				d.Overloaded = false
+			case d.total() >= d.Upper:
+				d.Overloaded = true
+			case d.total() < d.lowerVal():
+				d.Overloaded = false
+			}
 		}
+	} else {
+		// 6.1.176 ip_vs_ctl.c __ip_vs_update_dest: a removed or raised upper
+		// threshold clears the flag; a lowered one waits for the next bind.
+		if upper == 0 || upper > d.Upper {
+			d.Overloaded = false
+		}
+		d.Upper, d.Lower = upper, lower
 	}
 	s.notify()
+}
+
+// bind counts a new connection on d and sets the overload flag as
+// ip_vs_bind_dest does: 6.1.176 when active+inactive reach the upper
+// threshold (and at every later bind while they stay there); 6.1.183 on only
+// when totalconns becomes equal to it.
+func (s *Sim) bind(d *Dest, active bool) {
+	if active {
+		d.Active++
+	} else {
+		d.Inactive++
+	}
+	if d.Upper == 0 {
+		return
+	}
+	if s.atCrossing && d.total() == d.Upper || !s.atCrossing && d.total() >= d.Upper {
+		d.Overloaded = true
+	}
+}
+
+// bindTemplate counts a persistence template on d: 6.1.176 checks the upper
+// threshold here too (its counts unchanged); 6.1.183 on does not.
+func (s *Sim) bindTemplate(d *Dest) {
+	d.Persist++
+	if !s.atCrossing && d.Upper != 0 && d.total() >= d.Upper {
+		d.Overloaded = true
+	}
+}
+
+// unbind forgets an expired connection of d (ip_vs_unbind_dest) and clears the
+// overload flag: 6.1.176 whenever the count is below the lower threshold (or
+// 75% of the upper one; with neither, at once); 6.1.183 on when the count
+// falls below the lower threshold.
+func (s *Sim) unbind(d *Dest, active bool) {
+	before := d.total()
+	if active {
+		d.Active--
+	} else {
+		d.Inactive--
+	}
+	if s.atCrossing {
+		if d.Upper != 0 && before == d.lowerVal() {
+			d.Overloaded = false
+		}
+		return
+	}
+	s.clearBelow(d)
+}
+
+func (s *Sim) clearBelow(d *Dest) {
+	switch {
+	case d.Lower != 0:
+		if d.total() < d.Lower {
+			d.Overloaded = false
+		}
+	case d.Upper != 0:
+		if d.total()*4 < d.Upper*3 {
+			d.Overloaded = false
+		}
+	default:
+		d.Overloaded = false
+	}
 }
 
 // Order names the real servers in list order.
@@ -147,25 +302,39 @@ func (s *Sim) Connect(req Request, hold bool) string {
 	if i < 0 {
 		return ""
 	}
-	if hold {
-		s.Dests[i].Active++
-	} else {
-		s.Dests[i].Inactive++
-	}
+	s.bind(s.Dests[i], hold)
 	return s.Dests[i].Name
 }
 
 // Count records a connection bound to the named server without scheduling it
 // (one under a persistence template).
 func (s *Sim) Count(name string, hold bool) {
-	for _, d := range s.Dests {
-		if d.Name == name {
-			if hold {
-				d.Active++
-			} else {
-				d.Inactive++
-			}
-		}
+	if i := indexOf(s.Dests, name); i >= 0 {
+		s.bind(s.Dests[i], hold)
+	}
+}
+
+// Template records a new persistence template bound to the named server.
+func (s *Sim) Template(name string) {
+	if i := indexOf(s.Dests, name); i >= 0 {
+		s.bindTemplate(s.Dests[i])
+	}
+}
+
+// Close closes one of the named server's established connections: it leaves
+// ESTABLISHED and counts as inactive until it expires.
+func (s *Sim) Close(name string) {
+	if i := indexOf(s.Dests, name); i >= 0 && s.Dests[i].Active > 0 {
+		s.Dests[i].Active--
+		s.Dests[i].Inactive++
+	}
+}
+
+// Expire forgets one of the named server's connections (its timer ran out),
+// active or not, as ip_vs_conn_expire does.
+func (s *Sim) Expire(name string, active bool) {
+	if i := indexOf(s.Dests, name); i >= 0 {
+		s.unbind(s.Dests[i], active)
 	}
 }
 
@@ -184,6 +353,18 @@ type rr struct{ last string } // "" is the list head
 
 func indexOf(dests []*Dest, name string) int {
 	return slices.IndexFunc(dests, func(d *Dest) bool { return d.Name == name })
+}
+
+// removing is ip_vs_rr_del_dest: a deleted last choice hands its place to the
+// server before it (the list head for the first).
+func (r *rr) removing(dests []*Dest, i int) {
+	if r.last != dests[i].Name {
+		return
+	}
+	r.last = ""
+	if i > 0 {
+		r.last = dests[i-1].Name
+	}
 }
 
 func (r *rr) Pick(_ Request, dests []*Dest) int {

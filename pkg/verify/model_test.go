@@ -15,7 +15,12 @@ var sandbox = Kernel{Release: "6.1.176", Major: 6, Minor: 1, Patch: 176}
 
 func sim(t *testing.T, sched lab.Scheduler, servers string, flags ...lab.SchedFlag) *Sim {
 	t.Helper()
-	s, err := NewSim(sandbox, sched, flags...)
+	return simOn(t, sandbox, sched, servers, flags...)
+}
+
+func simOn(t *testing.T, k Kernel, sched lab.Scheduler, servers string, flags ...lab.SchedFlag) *Sim {
+	t.Helper()
+	s, err := NewSim(k, sched, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +155,105 @@ TCP 2001:0db8:0001:0000:0000:0000:0000:0010 8F2A 2001:0db8:0001:0000:0000:0000:0
 	}
 	if cs[2].Dest.Addr().String() != "2001:db8:2::11" || cs[2].State != "TIME_WAIT" {
 		t.Errorf("ipv6: %+v", cs[2])
+	}
+}
+
+// Thresholds, edits and deletions. Each sequence is checked against the
+// sandbox kernel by an e2e spec (e2e/thresholds_test.go):
+//
+//	TestThresholds rr closed       -> "Thresholds ... rr, closed connections"
+//	TestThresholds rr held         -> "Thresholds ... rr, held connections"
+//	TestThresholds wlc closed      -> "Thresholds ... wlc 3:2:1, closed connections"
+//	TestThresholds wlc held        -> "Thresholds ... wlc 3:2:1, held connections"
+//	TestThresholdLowered           -> "a lowered upper threshold ..."
+//	TestRemoveDest                 -> "a real server deleted mid-run (rr, wrr)"
+//	TestWeightEditBeforeTraffic    -> "wrr with a weight edited before any traffic"
+func TestThresholds(t *testing.T) {
+	for _, c := range []struct {
+		name, sched, servers string
+		upper, lower         int
+		n                    int
+		hold                 bool
+		want                 string
+	}{
+		// A (web1) takes its third connection, then is passed by.
+		{"rr closed", "rr", "A1 B1 C1", 3, 0, 12, false, "CBACBACBACBC"},
+		{"rr held", "rr", "A1 B1 C1", 3, 0, 12, true, "CBACBACBACBC"},
+		{"wlc closed", "wlc", "A3 B2 C1", 2, 1, 12, false, "CBAABCBBCBBC"},
+		{"wlc held", "wlc", "A3 B2 C1", 2, 1, 12, true, "CBAABCBBCBBC"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, k := range []Kernel{sandbox, newer} {
+				s := simOn(t, k, lab.Scheduler(c.sched), c.servers)
+				s.Edit("A", s.Dests[len(s.Dests)-1].Weight, c.upper, c.lower)
+				if got := seq(s, c.n, c.hold); got != c.want {
+					t.Errorf("kernel %s: %s, want %s", k, got, c.want)
+				}
+			}
+		})
+	}
+}
+
+var newer = Kernel{Release: "6.1.192", Major: 6, Minor: 1, Patch: 192}
+
+func TestThresholdLowered(t *testing.T) {
+	// rr over three servers; after 6 connections (two each) A's upper threshold
+	// is lowered to 1. 6.1.176 gives A one more connection (its bind sets the
+	// flag); 6.1.183 on sets the flag at the edit.
+	for k, want := range map[Kernel]string{sandbox: "CBACBCBCB", newer: "CBCBCBCBC"} {
+		s, err := NewSim(k, lab.RR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"A", "B", "C"} {
+			s.AddDest(n, 1)
+		}
+		seq(s, 6, false)
+		s.Edit("A", 1, 1, 0)
+		if got := seq(s, 9, false); got != want {
+			t.Errorf("kernel %s: %s, want %s", k, got, want)
+		}
+	}
+}
+
+func TestOverloadClears(t *testing.T) {
+	for _, k := range []Kernel{sandbox, newer} {
+		s, _ := NewSim(k, lab.RR)
+		s.AddDest("A", 1)
+		s.Edit("A", 1, 4, 2)
+		seq(s, 4, true)
+		if !s.Dests[0].Overloaded {
+			t.Fatalf("kernel %s: not overloaded at the upper threshold", k)
+		}
+		s.Expire("A", true)
+		s.Expire("A", true)
+		if !s.Dests[0].Overloaded {
+			t.Fatalf("kernel %s: cleared at the lower threshold (2 left)", k)
+		}
+		s.Expire("A", true)
+		if s.Dests[0].Overloaded {
+			t.Fatalf("kernel %s: still overloaded below the lower threshold", k)
+		}
+	}
+}
+
+func TestRemoveDest(t *testing.T) {
+	for _, c := range []struct {
+		sched, servers string
+		before         int
+		remove         string
+		want           string
+	}{
+		{"rr", "A1 B1 C1", 4, "C", "BABABA"}, // last was C, the head: rr starts over
+		{"rr", "A1 B1 C1", 5, "B", "ACACAC"}, // last was B: its place goes to C, so A is next
+		{"rr", "A1 B1 C1", 3, "B", "CACACA"},
+		{"wrr", "A3 B2 C1", 5, "A", "BCBBCB"},
+	} {
+		s := sim(t, lab.Scheduler(c.sched), c.servers)
+		seq(s, c.before, false)
+		s.RemoveDest(c.remove)
+		if got := seq(s, 6, false); got != c.want {
+			t.Errorf("%s %s after %d, -d %s: %s, want %s", c.sched, c.servers, c.before, c.remove, got, c.want)
+		}
 	}
 }
