@@ -92,6 +92,7 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 		Entry("nat-nq", Label("nat"), "scenarios/nat-nq.yaml"),
 		Entry("nat-sh", Label("nat"), "scenarios/nat-sh.yaml"),
 		Entry("nat-dh", Label("nat"), "scenarios/nat-dh.yaml"),
+		Entry("nat-thresholds", Label("nat", "thresholds"), "scenarios/nat-thresholds.yaml"),
 		Entry("nat-ppc", Label("nat", "persistence"), "scenarios/nat-ppc.yaml"),
 		Entry("nat-pcc", Label("nat", "persistence"), "scenarios/nat-pcc.yaml"),
 		Entry("nat-fwmark", Label("nat", "persistence", "fwmark"), "scenarios/nat-fwmark.yaml"),
@@ -104,7 +105,7 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 
 	It("ships no scenario this table leaves out", func() {
 		files, _ := filepath.Glob(filepath.Join(repo, "scenarios", "*.yaml"))
-		Expect(files).To(HaveLen(16))
+		Expect(files).To(HaveLen(17))
 	})
 })
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,8 +36,8 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		panic(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(root, "scenarios", "*.yaml"))
-	if len(files) < 16 {
-		panic(fmt.Sprintf("%d shipped scenarios under %s, want 16", len(files), root))
+	if len(files) < 17 {
+		panic(fmt.Sprintf("%d shipped scenarios under %s, want 17", len(files), root))
 	}
 	var entries []TableEntry
 	for _, f := range files {
@@ -149,6 +150,47 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(results[1].Observed[0]).NotTo(Equal(results[0].Observed[0]))
 		Expect(results[2].Observed[:3]).To(HaveEach(results[1].Observed[0]))
 		Expect(results[2].Observed[3:]).To(HaveEach(results[0].Observed[0]))
+	})
+
+	// Persistence under wlc: the templates' servers depend on how many
+	// connections each earlier client made (they count where their template
+	// points), over checks that mix the client, new sources and known ones, with
+	// held connections among them.
+	It("follows persistent wlc where clients make different numbers of requests, across mixed checks", Label("persistence"), func() {
+		file := variant("scenarios/nat-ppc.yaml", scheduler(lab.WLC), weight("web1", 2), func(s *scenario.Scenario) {
+			check := func(name string, requests, sources, hold int) lab.Check {
+				return lab.Check{Name: name, From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/",
+					Requests: requests, Sources: sources, Hold: hold, Expect: lab.Expect{Model: true, Sticky: true}}
+			}
+			s.Checks = []lab.Check{
+				check("the client, 5 requests", 5, 0, 0),
+				check("one new source, 1 request", 1, 1, 0),
+				check("three sources (one known), 2 each, the first 2 held", 2, 3, 2),
+				check("the client again, 3 requests", 3, 0, 0),
+			}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(4))
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s: %s", r.Check, r.Message)
+			Expect(r.Predicted).To(Equal(r.Observed))
+		}
+		Expect(slices.Concat(results[0].Observed, results[1].Observed, results[2].Observed)).To(ContainElements("web1", "web2"), "the clients spread over both servers")
+	})
+
+	// sh-port hashes each connection's source port: the model is fed the ports
+	// the driver really used.
+	It("predicts sh-port from the source ports the connections really used", func() {
+		file := variant("scenarios/nat-sh.yaml", scheduler(lab.SH, lab.SHPort), func(s *scenario.Scenario) {
+			s.Checks = []lab.Check{{Name: "one address, 30 ports", From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/",
+				Requests: 30, Expect: lab.Expect{Model: true}}}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(1))
+		Expect(results[0].Passed).To(BeTrue(), results[0].Message)
+		Expect(results[0].Counts).To(HaveLen(3), "one address spreads over all three servers by port")
 	})
 
 	It("fails with exit status 1, the first divergence and a JUnit report when the kernel disagrees", func() {

@@ -44,6 +44,7 @@ type Check struct {
 	Dev      string     // the interface ARP probes and extra sources use; eth1 by default
 	Requests int        // per source address
 	Sources  int        // extra client addresses, each making Requests requests
+	Hold     int        // HTTP: the check's first Hold connections stay open (established) while the rest run
 	Expect   Expect
 }
 
@@ -77,7 +78,11 @@ func (c Check) Describe() string {
 	}
 	switch c.Kind() {
 	case CheckHTTP:
-		return fmt.Sprintf("%d %s requests to %s from %s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src)
+		held := ""
+		if c.Hold > 0 {
+			held = fmt.Sprintf(" (the first %d held open)", c.Hold)
+		}
+		return fmt.Sprintf("%d %s requests to %s from %s%s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src, held)
 	case CheckUDP:
 		return fmt.Sprintf("%d UDP datagrams to %s from %s", c.Requests, c.UDP, src)
 	}

@@ -22,6 +22,7 @@ type rawCheck struct {
 type rawHTTP struct {
 	URL      string `yaml:"url,omitempty"`
 	Requests int    `yaml:"requests,omitempty"`
+	Hold     int    `yaml:"hold,omitempty"`
 }
 
 type rawUDP struct {
@@ -42,6 +43,9 @@ type rawExpect struct {
 	Answerers *[]string      `yaml:"answerers,omitempty"` // [] (none) differs from absent
 	Failures  int            `yaml:"failures,omitempty"`
 }
+
+// maxHold bounds the connections a check holds open at once.
+const maxHold = 1000
 
 func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Check, error) {
 	c := lab.Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1"}
@@ -98,6 +102,14 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 	c.Requests = requests
 	if c.Sources < 0 || c.Sources > 100 {
 		return c, fail(field+".sources", "%d is out of range (0..100)", c.Sources)
+	}
+	if rc.HTTP != nil && rc.HTTP.Hold != 0 {
+		// Held connections are counted over the whole check, source by source.
+		total := requests * max(c.Sources, 1)
+		if rc.HTTP.Hold < 0 || rc.HTTP.Hold > min(total, maxHold) {
+			return c, fail(field+".http.hold", "%d is out of range (1..%d: at most the check's %d connections, and %d)", rc.HTTP.Hold, min(total, maxHold), total, maxHold)
+		}
+		c.Hold = rc.HTTP.Hold
 	}
 	e := rc.Expect
 	switch seq := e.Sequence.(type) {

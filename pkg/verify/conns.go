@@ -136,10 +136,23 @@ func AddSources(n node.Node, dev string, first netip.Prefix, count int) ([]netip
 // active at the director). It returns their local addresses and a function that
 // closes them. Ports, when not nil, gives their source ports.
 func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int, ports ...*SourcePorts) ([]netip.AddrPort, func(), error) {
-	var pool *SourcePorts
+	h := Holder{From: n}
 	if len(ports) > 0 {
-		pool = ports[0]
+		h.Ports = ports[0]
 	}
+	return h.Hold(ctx, addr, count)
+}
+
+// Holder opens TCP connections from inside a node and keeps them open.
+type Holder struct {
+	From   node.Node
+	Source netip.Addr   // source address; the kernel's choice when zero
+	Ports  *SourcePorts // source ports, each used once; the kernel's choice when nil
+}
+
+// Hold opens count connections to addr, each established before the next is
+// opened. It returns their local addresses and a function that closes them.
+func (h Holder) Hold(ctx context.Context, addr netip.AddrPort, count int) ([]netip.AddrPort, func(), error) {
 	var conns []net.Conn
 	closeAll := func() {
 		for _, c := range conns {
@@ -148,13 +161,14 @@ func Hold(ctx context.Context, n node.Node, addr netip.AddrPort, count int, port
 	}
 	var locals []netip.AddrPort
 	for range count {
-		c, err := dial(ctx, n, "tcp", netip.Addr{}, pool, addr.String())
+		c, err := dial(ctx, h.From, "tcp", h.Source, h.Ports, addr.String())
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
 		conns = append(conns, c)
-		locals = append(locals, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		a := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		locals = append(locals, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
 	}
 	return locals, closeAll, nil
 }

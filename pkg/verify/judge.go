@@ -95,34 +95,90 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		srcs = []netip.Addr{{}}
 	}
 
-	// The prediction comes first, from the director as it is before this
-	// check's connections (and as the model followed it through earlier checks).
-	var pred []string
+	// The model is checked against the director as it is before this check's
+	// connections (and as the model followed it through earlier checks). It
+	// predicts from what lvslab sends (source addresses and ports), never from
+	// what the check observes.
+	var m *serviceModel
+	var svc lab.Service
+	var dst netip.AddrPort
 	var why string
 	lost := false // the kernel has gone where the model did not follow
 	if c.Expect.Model {
-		pred, why, lost = v.predict(c, srcs)
+		m, svc, dst, why, lost = v.prepare(c)
 	}
 	var r Outcome
 	var perSource [][]string
 	var errs []error
+	var reqs []Request
+	held := c.Hold // held connections still to open, the check's first ones
+	var closeHeld []func()
+	var heldLocals []netip.AddrPort
+	defer func() {
+		for _, f := range closeHeld {
+			f()
+		}
+	}()
 	for _, src := range srcs {
 		var got Result
+		n := c.Requests
+		if h := min(held, n); h > 0 && c.Kind() == lab.CheckHTTP {
+			seq, locals, done, err := v.hold(ctx, from, src, c, h)
+			if err != nil {
+				return Outcome{Message: err.Error()}
+			}
+			closeHeld = append(closeHeld, done)
+			heldLocals = append(heldLocals, locals...)
+			got.Sequence, got.Locals = seq, locals
+			held -= h
+			n -= h
+		}
+		var rest Result
 		switch {
 		case c.Kind() == lab.CheckUDP:
-			got = UDPClient{From: from, Source: src}.Send(ctx, c.UDP, c.Requests)
+			rest = UDPClient{From: from, Source: src, Ports: v.ports}.Send(ctx, c.UDP, n)
 		case v.Driver == lab.DriverCurl:
 			cc := CurlClient{From: from}
 			if src.IsValid() {
 				cc.Source = src.String()
 			}
-			got = cc.Get(ctx, c.HTTP, c.Requests)
+			rest = cc.Get(ctx, c.HTTP, n)
 		default:
-			got = HTTPClient{From: from, Source: src, Ports: v.ports}.Get(ctx, c.HTTP, c.Requests)
+			rest = HTTPClient{From: from, Source: src, Ports: v.ports}.Get(ctx, c.HTTP, n)
+		}
+		got.Sequence = append(got.Sequence, rest.Sequence...)
+		got.Locals = append(got.Locals, rest.Locals...)
+		got.Errors = rest.Errors
+		for i := range c.Requests {
+			req := Request{Src: src, Dst: dst.Addr()}
+			if i < len(got.Locals) && got.Locals[i].IsValid() {
+				req.Src, req.SrcPort = got.Locals[i].Addr(), got.Locals[i].Port()
+			} else if !req.Src.IsValid() {
+				req.Src = v.clientAddr(c.From)
+			}
+			reqs = append(reqs, req)
 		}
 		perSource = append(perSource, got.Sequence)
 		r.Observed = append(r.Observed, got.Sequence...)
 		errs = append(errs, got.Errors...)
+	}
+	var pred []string
+	if m != nil {
+		pred = sequence(m.sim, svc, reqs, c.Hold, m.sticky)
+	}
+	if len(closeHeld) > 0 {
+		for _, f := range closeHeld {
+			f()
+		}
+		closeHeld = nil
+		if err := v.settle(ctx, heldLocals); err != nil {
+			errs = append(errs, err)
+		}
+		if m != nil {
+			for _, name := range pred[:min(c.Hold, len(pred))] {
+				m.sim.Close(name)
+			}
+		}
 	}
 	r.Counts = map[string]int{}
 	for _, x := range r.Observed {
@@ -142,7 +198,7 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		switch {
 		case lost:
 			problems = append(problems, why)
-		case pred == nil:
+		case m == nil:
 			unjudged = why
 		default:
 			r.Predicted = pred
@@ -256,25 +312,27 @@ func (v *Judge) service(c lab.Check) (lab.Service, netip.AddrPort, bool) {
 	return lab.Service{}, dst, false
 }
 
-// predict runs the scheduler's model for the check's connections, from the
-// kernel's list order (read back) and, for a lab that has served traffic, its
-// connection counts. It returns nil and why when it cannot predict, and lost
-// when the kernel's counts are not those of the connections lvslab sent: the
-// lab served traffic lvslab did not see, and the check fails rather than guess.
-func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why string, lost bool) {
+// prepare finds the model of the service a check's connections go to: made
+// from the kernel's list order (read back) and, for a lab that has served
+// traffic, its connection counts; or kept from earlier checks and checked
+// against the kernel's counts. It returns nil and why when it cannot predict,
+// and lost when the kernel's counts are not those of the connections lvslab
+// sent: the lab served traffic lvslab did not see, and the check fails rather
+// than guess.
+func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst netip.AddrPort, why string, lost bool) {
 	svc, dst, ok := v.service(c)
 	if !ok {
-		return nil, "no IPVS service matches the check's destination", false
+		return nil, svc, dst, "no IPVS service matches the check's destination", false
 	}
 	t, err := apply.ReadTable(v.Nodes[v.Director])
 	if err != nil {
-		return nil, err.Error(), false
+		return nil, svc, dst, err.Error(), false
 	}
 	entry := t.Find(svc.Key())
 	if entry == nil {
-		return nil, "the service " + svc.Key() + " is not in the kernel", false
+		return nil, svc, dst, "the service " + svc.Key() + " is not in the kernel", false
 	}
-	m := v.models[svc.Key()]
+	m = v.models[svc.Key()]
 	if m == nil {
 		// The kernel folds its connection counter in every 2 s (ip_vs_est.c), so it
 		// lags; the live per-server counts cover the 2 minutes of TIME_WAIT after.
@@ -283,11 +341,11 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 			served = served || c.Active+c.Inactive > 0
 		}
 		if served && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
-			return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+			return nil, svc, dst, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
 		}
 		sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
 		if err != nil {
-			return nil, err.Error(), false
+			return nil, svc, dst, err.Error(), false
 		}
 		// Re-create the list in insertion order (the kernel lists it reversed).
 		for i := len(entry.Servers) - 1; i >= 0; i-- {
@@ -304,7 +362,7 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 				case d.total() >= d.Upper:
 					d.Overloaded = true
 				case d.total() >= d.lowerVal():
-					return nil, fmt.Sprintf("%s has %d connections, between its thresholds (%d, %d): whether it is overloaded depends on what came before", d.Name, d.total(), d.lowerVal(), d.Upper), false
+					return nil, svc, dst, fmt.Sprintf("%s has %d connections, between its thresholds (%d, %d): whether it is overloaded depends on what came before", d.Name, d.total(), d.lowerVal(), d.Upper), false
 				}
 			}
 		}
@@ -312,15 +370,9 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 		v.models[svc.Key()] = m
 	} else if diff := m.differs(v.Spec, entry); diff != "" {
 		delete(v.models, svc.Key()) // a model that has lost the kernel predicts nothing more
-		return nil, "the director's connection counts differ from what the connections lvslab sent give (" + diff + "): the lab served traffic lvslab did not see, or an earlier check went otherwise than predicted", true
+		return nil, svc, dst, "the director's connection counts differ from what the connections lvslab sent give (" + diff + "): the lab served traffic lvslab did not see, or an earlier check went otherwise than predicted", true
 	}
-	from := slices.Clone(srcs)
-	for i, src := range from {
-		if !src.IsValid() {
-			from[i] = v.clientAddr(c.From)
-		}
-	}
-	return sequence(m.sim, svc, dst.Addr(), from, c.Requests, m.sticky), "", false
+	return m, svc, dst, "", false
 }
 
 // serviceModel is a service's scheduler model through a whole verify run: fed
@@ -346,44 +398,103 @@ func (m *serviceModel) differs(spec *lab.Spec, entry *lab.TableService) string {
 }
 
 // sequence predicts the servers of a check's connections (and feeds them to
-// the model; sticky holds the persistence templates): from each source in
-// turn, requests connections to dst (the packet's destination: what dh hashes,
-// also for a firewall-mark service), each closed before the next. For a
-// persistent service a client (its address under the netmask) keeps the server
-// of its first scheduled connection (its template); each later connection
-// under that template is still bound to that server and counts there
-// (ip_vs_sched_persist, ip_vs_conn_new). A connection the scheduler could not
-// place ("") makes no template.
-func sequence(sim *Sim, svc lab.Service, dst netip.Addr, srcs []netip.Addr, requests int, sticky map[netip.Prefix]string) []string {
-	var out []string
-	for _, src := range srcs {
-		for range requests {
-			req := Request{Src: src, Dst: dst}
-			if !svc.Persistent {
-				out = append(out, sim.Connect(req, false))
-				continue
-			}
-			key, _ := src.Prefix(svc.Netmask)
-			if who, ok := sticky[key]; ok {
-				sim.Count(who, false)
-				out = append(out, who)
-				continue
-			}
-			// ip_vs_sched_persist: the template is made and bound first, then
-			// the connection under it.
-			i := sim.Sched.Pick(req, sim.Dests)
-			if i < 0 {
-				out = append(out, "")
-				continue
-			}
-			who := sim.Dests[i].Name
-			sim.Template(who)
-			sim.Count(who, false)
-			sticky[key] = who
-			out = append(out, who)
+// the model; sticky holds the persistence templates): reqs in the order sent
+// (their sources, ports, and the packet's destination: what dh and lblc hash,
+// also for a firewall-mark service), the first hold of them kept open, every
+// other one closed before the next. For a persistent service a client (its
+// address under the netmask) keeps the server of its first scheduled
+// connection (its template); each later connection under that template is
+// still bound to that server and counts there (ip_vs_sched_persist,
+// ip_vs_conn_new). A connection the scheduler could not place ("") makes no
+// template.
+func sequence(sim *Sim, svc lab.Service, reqs []Request, hold int, sticky map[netip.Prefix]string) []string {
+	out := make([]string, 0, len(reqs))
+	for i, req := range reqs {
+		held := i < hold
+		if !svc.Persistent {
+			out = append(out, sim.Connect(req, held))
+			continue
 		}
+		key, _ := req.Src.Prefix(svc.Netmask)
+		if who, ok := sticky[key]; ok {
+			sim.Count(who, held)
+			out = append(out, who)
+			continue
+		}
+		// ip_vs_sched_persist: the template is made and bound first, then
+		// the connection under it.
+		p := sim.Sched.Pick(req, sim.Dests)
+		if p < 0 {
+			out = append(out, "")
+			continue
+		}
+		who := sim.Dests[p].Name
+		sim.Template(who)
+		sim.Count(who, held)
+		sticky[key] = who
+		out = append(out, who)
 	}
 	return out
+}
+
+// hold opens a check's first n connections from src and keeps them open; the
+// director's connection table names the server of each.
+func (v *Judge) hold(ctx context.Context, from node.Node, src netip.Addr, c lab.Check, n int) ([]string, []netip.AddrPort, func(), error) {
+	_, dst, _ := v.service(c)
+	locals, done, err := Holder{From: from, Source: src, Ports: v.ports}.Hold(ctx, dst, n)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("hold %d connections to %s: %w", n, dst, err)
+	}
+	conns, err := ReadConns(v.Nodes[v.Director])
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	byClient := map[netip.AddrPort]Conn{}
+	for _, cn := range conns {
+		byClient[cn.Client] = cn
+	}
+	seq := make([]string, n)
+	for i, l := range locals {
+		if cn, ok := byClient[l]; ok && !cn.Template {
+			seq[i] = v.Spec.OwnerOf(cn.Dest.Addr())
+		}
+	}
+	return seq, locals, done, nil
+}
+
+// settle waits until the director no longer counts the closed connections
+// from locals as established (their FINs have passed it), so that the next
+// check finds the counts the model has.
+func (v *Judge) settle(ctx context.Context, locals []netip.AddrPort) error {
+	want := map[netip.AddrPort]bool{}
+	for _, l := range locals {
+		want[l] = true
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		conns, err := ReadConns(v.Nodes[v.Director])
+		if err != nil {
+			return err
+		}
+		open := 0
+		for _, cn := range conns {
+			if want[cn.Client] && cn.State == "ESTABLISHED" {
+				open++
+			}
+		}
+		if open == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d held connections still established at the director 3s after they were closed", open)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (v *Judge) clientAddr(name string) netip.Addr {

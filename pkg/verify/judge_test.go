@@ -30,6 +30,17 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
+// reqs is n connections from each of srcs in turn, to dst.
+func reqs(dst netip.Addr, srcs []netip.Addr, n int) []Request {
+	var out []Request
+	for _, src := range srcs {
+		for range n {
+			out = append(out, Request{Src: src, Dst: dst})
+		}
+	}
+	return out
+}
+
 func sim3(t *testing.T, sched lab.Scheduler) *Sim {
 	t.Helper()
 	s, err := NewSim(sandbox, sched)
@@ -48,7 +59,7 @@ func TestSequenceHashesTheDestination(t *testing.T) {
 	fwm := lab.Service{FWMark: 10, Scheduler: lab.DH}
 	for _, a := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"} {
 		dst := netip.MustParseAddr(a)
-		got := sequence(sim3(t, lab.DH), fwm, dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1, map[netip.Prefix]string{})
+		got := sequence(sim3(t, lab.DH), fwm, reqs(dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1), 0, map[netip.Prefix]string{})
 		want := sim3(t, lab.DH).Connect(Request{Dst: dst}, false)
 		zero := sim3(t, lab.DH).Connect(Request{}, false)
 		if got[0] != want {
@@ -67,7 +78,7 @@ func TestSequencePersistentCounts(t *testing.T) {
 	s := sim3(t, lab.LC)
 	svc := lab.Service{Protocol: lab.TCP, Scheduler: lab.LC, Persistent: true, Timeout: 60, Netmask: 32}
 	a := netip.MustParseAddr("203.0.113.10")
-	got := sequence(s, svc, netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5, map[netip.Prefix]string{})
+	got := sequence(s, svc, reqs(netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5), 0, map[netip.Prefix]string{})
 	if strings.Join(got, " ") != "web3 web3 web3 web3 web3" {
 		t.Fatalf("sequence %v", got)
 	}
@@ -81,7 +92,7 @@ func TestSequencePersistentCounts(t *testing.T) {
 	for _, d := range none.Dests {
 		d.Weight = 0
 	}
-	if got := sequence(none, lab.Service{Scheduler: lab.RR, Persistent: true, Netmask: 32}, netip.Addr{}, []netip.Addr{a}, 2, map[netip.Prefix]string{}); strings.Join(got, ",") != "," {
+	if got := sequence(none, lab.Service{Scheduler: lab.RR, Persistent: true, Netmask: 32}, reqs(netip.Addr{}, []netip.Addr{a}, 2), 0, map[netip.Prefix]string{}); strings.Join(got, ",") != "," {
 		t.Errorf("no server available: %q", got)
 	}
 }
@@ -96,12 +107,27 @@ func TestSequenceKeepsStateAcrossChecks(t *testing.T) {
 	sticky := map[netip.Prefix]string{}
 	vip := netip.MustParseAddr("203.0.113.1")
 	a, b, c := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("203.0.113.100"), netip.MustParseAddr("203.0.113.101")
-	first := sequence(s, svc, vip, []netip.Addr{a}, 2, sticky)
-	second := sequence(s, svc, vip, []netip.Addr{b}, 2, sticky)
-	third := sequence(s, svc, vip, []netip.Addr{a, c}, 2, sticky)
+	first := sequence(s, svc, reqs(vip, []netip.Addr{a}, 2), 0, sticky)
+	second := sequence(s, svc, reqs(vip, []netip.Addr{b}, 2), 0, sticky)
+	third := sequence(s, svc, reqs(vip, []netip.Addr{a, c}, 2), 0, sticky)
 	got := strings.Join([]string{strings.Join(first, " "), strings.Join(second, " "), strings.Join(third, " ")}, " | ")
 	if want := "web3 web3 | web2 web2 | web3 web3 web1 web1"; got != want {
 		t.Errorf("got %s, want %s", got, want)
+	}
+}
+
+// The first hold connections of a check stay open: they count as active, and
+// lc sends the next ones elsewhere; a closed held connection counts inactive.
+func TestSequenceHeld(t *testing.T) {
+	s := sim3(t, lab.LC)
+	vip := netip.MustParseAddr("203.0.113.1")
+	got := sequence(s, lab.Service{Scheduler: lab.LC}, reqs(vip, []netip.Addr{{}}, 6), 2, map[netip.Prefix]string{})
+	if want := "web3 web2 web1 web1 web1 web1"; strings.Join(got, " ") != want {
+		t.Errorf("got %v, want %s", got, want)
+	}
+	s.Close("web3")
+	if d := s.Dests[0]; d.Name != "web3" || d.Active != 0 || d.Inactive != 1 {
+		t.Errorf("web3 after close: %+v", d)
 	}
 }
 
@@ -119,7 +145,7 @@ func TestModelDiffersFromKernel(t *testing.T) {
 	s.AddDest("web1", 1)
 	s.AddDest("web2", 1)
 	m := &serviceModel{sim: s, sticky: map[netip.Prefix]string{}}
-	sequence(m.sim, lab.Service{Scheduler: lab.RR}, netip.Addr{}, []netip.Addr{{}}, 3, m.sticky) // web2 web1 web2
+	sequence(m.sim, lab.Service{Scheduler: lab.RR}, reqs(netip.Addr{}, []netip.Addr{{}}, 3), 0, m.sticky) // web2 web1 web2
 	entry := &lab.TableService{
 		Service: lab.Service{Servers: []lab.Server{{Addr: netip.MustParseAddrPort("198.51.100.12:80")}, {Addr: netip.MustParseAddrPort("198.51.100.11:80")}}},
 		Conns:   []lab.ServerConns{{Inactive: 2}, {Inactive: 1}},

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 type UDPClient struct {
 	From    node.Node
 	Source  netip.Addr    // the source address; the node's own choice when zero
+	Ports   *SourcePorts  // source ports, each used once; the kernel's choice when nil
 	Timeout time.Duration // per request; 2s when zero
 }
 
@@ -26,7 +28,8 @@ func (c UDPClient) Send(ctx context.Context, addr netip.AddrPort, n int) Result 
 	}
 	r := Result{Counts: map[string]int{}}
 	for i := range n {
-		name, err := c.once(ctx, addr, timeout)
+		name, local, err := c.once(ctx, addr, timeout)
+		r.Locals = append(r.Locals, local)
 		if err != nil {
 			r.Errors = append(r.Errors, fmt.Errorf("datagram %d: %w", i+1, err))
 		} else {
@@ -37,25 +40,28 @@ func (c UDPClient) Send(ctx context.Context, addr netip.AddrPort, n int) Result 
 	return r
 }
 
-func (c UDPClient) once(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (string, error) {
-	conn, err := dial(ctx, c.From, "udp", c.Source, nil, addr.String())
+func (c UDPClient) once(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (name string, local netip.AddrPort, err error) {
+	conn, err := dial(ctx, c.From, "udp", c.Source, c.Ports, addr.String())
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
 	defer conn.Close()
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		local = netip.AddrPortFrom(a.AddrPort().Addr().Unmap(), a.AddrPort().Port())
+	}
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	_ = conn.SetDeadline(deadline)
 	if _, err := conn.Write([]byte("who?\n")); err != nil {
-		return "", err
+		return "", local, err
 	}
 	buf := make([]byte, 512)
 	k, err := conn.Read(buf)
 	if err != nil {
-		return "", err
+		return "", local, err
 	}
-	name, _, _ := strings.Cut(string(buf[:k]), "\n")
-	return strings.TrimSpace(name), nil
+	name, _, _ = strings.Cut(string(buf[:k]), "\n")
+	return strings.TrimSpace(name), local, nil
 }
