@@ -33,6 +33,7 @@ type Result struct {
 	Counts   map[string]int   // answers per server
 	Errors   []error          // one per failed request
 	Locals   []netip.AddrPort // each request's client address and port (zero when it failed before connecting)
+	Started  []time.Time      // when each request's connection was opened
 }
 
 // Servers returns the servers that answered, sorted.
@@ -57,6 +58,7 @@ func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
 	}
 	r := Result{Counts: map[string]int{}}
 	for i := range n {
+		r.Started = append(r.Started, time.Now())
 		name, local, err := c.once(ctx, url, timeout)
 		r.Locals = append(r.Locals, local)
 		if err != nil {

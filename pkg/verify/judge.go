@@ -52,6 +52,7 @@ type Judge struct {
 
 	ports  *SourcePorts
 	models map[string]*serviceModel // per service key, kept for the whole run
+	start  time.Time                // the models' clocks count from here
 }
 
 // Run runs every check in order. Its HTTP connections take source ports from
@@ -60,6 +61,7 @@ type Judge struct {
 func (v *Judge) Run(ctx context.Context) []Outcome {
 	v.ports = NewSourcePorts(uint16(firstPort + rand.IntN(lastPort-firstPort)))
 	v.models = map[string]*serviceModel{}
+	v.start = time.Now()
 	var out []Outcome
 	for _, c := range v.Checks {
 		t := time.Now()
@@ -123,9 +125,13 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		var got Result
 		n := c.Requests
 		if h := min(held, n); h > 0 && c.Kind() == lab.CheckHTTP {
+			at := time.Now()
 			seq, locals, done, err := v.hold(ctx, from, src, c, h)
 			if err != nil {
 				return Outcome{Message: err.Error()}
+			}
+			for range locals {
+				got.Started = append(got.Started, at)
 			}
 			closeHeld = append(closeHeld, done)
 			heldLocals = append(heldLocals, locals...)
@@ -148,9 +154,13 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		}
 		got.Sequence = append(got.Sequence, rest.Sequence...)
 		got.Locals = append(got.Locals, rest.Locals...)
+		got.Started = append(got.Started, rest.Started...)
 		got.Errors = rest.Errors
 		for i := range c.Requests {
 			req := Request{Src: src, Dst: dst.Addr()}
+			if i < len(got.Started) {
+				req.At = got.Started[i]
+			}
 			if i < len(got.Locals) && got.Locals[i].IsValid() {
 				req.Src, req.SrcPort = got.Locals[i].Addr(), got.Locals[i].Port()
 			} else if !req.Src.IsValid() {
@@ -164,7 +174,16 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 	}
 	var pred []string
 	if m != nil {
-		pred = sequence(m.sim, svc, reqs, c.Hold, m.sticky)
+		m.sim.Proto = lab.TCP
+		if c.Kind() == lab.CheckUDP {
+			m.sim.Proto = lab.UDP
+		}
+		pred = sequence(m.sim, reqs, c.Hold, v.start)
+		if m.sim.Unsure != "" {
+			why = "timing: " + m.sim.Unsure
+			delete(v.models, svc.Key()) // the next check starts again from the kernel's table
+			m, pred = nil, nil
+		}
 	}
 	if len(closeHeld) > 0 {
 		for _, f := range closeHeld {
@@ -175,6 +194,7 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			errs = append(errs, err)
 		}
 		if m != nil {
+			m.sim.Advance(time.Since(v.start))
 			for _, name := range pred[:min(c.Hold, len(pred))] {
 				m.sim.Close(name)
 			}
@@ -352,9 +372,19 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 			d := entry.Servers[i]
 			sim.AddDestThresholds(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight, int(d.Upper), int(d.Lower))
 		}
+		v.configure(sim, svc)
+		if served {
+			conns, err := ReadConns(v.Nodes[v.Director])
+			if err != nil {
+				return nil, svc, dst, err.Error(), false
+			}
+			sim.Seed(conns, v.Spec.OwnerOf)
+		}
 		for i, c := range entry.Conns {
 			d := sim.Dests[i]
-			d.Active, d.Inactive = int(c.Active), int(c.Inactive)
+			if d.Active != int(c.Active) || d.Inactive != int(c.Inactive) {
+				return nil, svc, dst, fmt.Sprintf("the director's connection table and counts of %s differ (traffic is passing): try again on a quiet lab", d.Name), false
+			}
 			// The kernel does not say whether a server is overloaded: its counts
 			// do, except between the thresholds, where it depends on the past.
 			if d.Upper != 0 {
@@ -366,20 +396,60 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 				}
 			}
 		}
-		m = &serviceModel{sim: sim, sticky: map[netip.Prefix]string{}}
+		m = &serviceModel{sim: sim}
 		v.models[svc.Key()] = m
-	} else if diff := m.differs(v.Spec, entry); diff != "" {
+	} else if diff := v.differs(m, entry, svc); diff != "" {
 		delete(v.models, svc.Key()) // a model that has lost the kernel predicts nothing more
 		return nil, svc, dst, "the director's connection counts differ from what the connections lvslab sent give (" + diff + "): the lab served traffic lvslab did not see, or an earlier check went otherwise than predicted", true
 	}
 	return m, svc, dst, "", false
 }
 
+// configure gives a new model the service's persistence, the director's
+// timeouts and expire_quiescent_template, and the run's clock.
+func (v *Judge) configure(sim *Sim, svc lab.Service) {
+	sim.Now = time.Since(v.start)
+	d, _ := v.Spec.Node(v.Director)
+	if d.Timeouts != nil {
+		if d.Timeouts.TCP != 0 {
+			sim.Timeouts.TCP = time.Duration(d.Timeouts.TCP) * time.Second
+		}
+		if d.Timeouts.UDP != 0 {
+			sim.Timeouts.UDP = time.Duration(d.Timeouts.UDP) * time.Second
+		}
+	}
+	if svc.Persistent {
+		sim.Persist = &Persistence{Timeout: time.Duration(svc.Timeout) * time.Second, Netmask: svc.Netmask}
+		for _, sc := range d.Sysctls {
+			if sc.Key == "net.ipv4.vs.expire_quiescent_template" {
+				sim.Persist.ExpireQuiescent = sc.Value == "1"
+			}
+		}
+	}
+}
+
+// differs brings the model's clock to now, waiting first while a timer is so
+// near that the kernel may not have run it yet, and compares the model's
+// counts with the kernel's.
+func (v *Judge) differs(m *serviceModel, entry *lab.TableService, svc lab.Service) string {
+	if wait := m.sim.Quiet(time.Since(v.start)); wait > 0 {
+		time.Sleep(wait)
+		t, err := apply.ReadTable(v.Nodes[v.Director])
+		if err != nil {
+			return err.Error()
+		}
+		if e := t.Find(svc.Key()); e != nil {
+			entry = e
+		}
+	}
+	m.sim.Advance(time.Since(v.start))
+	return m.differs(v.Spec, entry)
+}
+
 // serviceModel is a service's scheduler model through a whole verify run: fed
 // every connection lvslab sent, with the persistence templates they made.
 type serviceModel struct {
-	sim    *Sim
-	sticky map[netip.Prefix]string // client group -> server, the templates
+	sim *Sim
 }
 
 // differs compares the model's connection counts with the kernel's live ones,
@@ -397,42 +467,19 @@ func (m *serviceModel) differs(spec *lab.Spec, entry *lab.TableService) string {
 	return strings.Join(out, "; ")
 }
 
-// sequence predicts the servers of a check's connections (and feeds them to
-// the model; sticky holds the persistence templates): reqs in the order sent
-// (their sources, ports, and the packet's destination: what dh and lblc hash,
-// also for a firewall-mark service), the first hold of them kept open, every
-// other one closed before the next. For a persistent service a client (its
-// address under the netmask) keeps the server of its first scheduled
-// connection (its template); each later connection under that template is
-// still bound to that server and counts there (ip_vs_sched_persist,
-// ip_vs_conn_new). A connection the scheduler could not place ("") makes no
-// template.
-func sequence(sim *Sim, svc lab.Service, reqs []Request, hold int, sticky map[netip.Prefix]string) []string {
+// sequence predicts the servers of a check's connections and feeds them to
+// the model: reqs in the order sent (their sources, ports, times, and the
+// packet's destination: what dh and lblc hash, also for a firewall-mark
+// service), the first hold of them kept open, every other one closed before
+// the next. The model's clock follows each connection's time (since start),
+// so connections and templates expire where the kernel's timers run out.
+func sequence(sim *Sim, reqs []Request, hold int, start time.Time) []string {
 	out := make([]string, 0, len(reqs))
 	for i, req := range reqs {
-		held := i < hold
-		if !svc.Persistent {
-			out = append(out, sim.Connect(req, held))
-			continue
+		if !req.At.IsZero() {
+			sim.Advance(req.At.Sub(start))
 		}
-		key, _ := req.Src.Prefix(svc.Netmask)
-		if who, ok := sticky[key]; ok {
-			sim.Count(who, held)
-			out = append(out, who)
-			continue
-		}
-		// ip_vs_sched_persist: the template is made and bound first, then
-		// the connection under it.
-		p := sim.Sched.Pick(req, sim.Dests)
-		if p < 0 {
-			out = append(out, "")
-			continue
-		}
-		who := sim.Dests[p].Name
-		sim.Template(who)
-		sim.Count(who, held)
-		sticky[key] = who
-		out = append(out, who)
+		out = append(out, sim.Schedule(req, i < hold))
 	}
 	return out
 }

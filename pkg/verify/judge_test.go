@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lvslab/lvslab/pkg/lab"
 )
@@ -56,10 +57,9 @@ func sim3(t *testing.T, sched lab.Scheduler) *Sim {
 // dh hashes the packet's destination, also for a firewall-mark service (whose
 // own address is zero).
 func TestSequenceHashesTheDestination(t *testing.T) {
-	fwm := lab.Service{FWMark: 10, Scheduler: lab.DH}
 	for _, a := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"} {
 		dst := netip.MustParseAddr(a)
-		got := sequence(sim3(t, lab.DH), fwm, reqs(dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1), 0, map[netip.Prefix]string{})
+		got := sequence(sim3(t, lab.DH), reqs(dst, []netip.Addr{netip.MustParseAddr("203.0.113.10")}, 1), 0, time.Time{})
 		want := sim3(t, lab.DH).Connect(Request{Dst: dst}, false)
 		zero := sim3(t, lab.DH).Connect(Request{}, false)
 		if got[0] != want {
@@ -76,9 +76,9 @@ func TestSequenceHashesTheDestination(t *testing.T) {
 // there, and a connection the scheduler could not place makes no template.
 func TestSequencePersistentCounts(t *testing.T) {
 	s := sim3(t, lab.LC)
-	svc := lab.Service{Protocol: lab.TCP, Scheduler: lab.LC, Persistent: true, Timeout: 60, Netmask: 32}
+	s.Persist = &Persistence{Timeout: 60 * time.Second, Netmask: 32}
 	a := netip.MustParseAddr("203.0.113.10")
-	got := sequence(s, svc, reqs(netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5), 0, map[netip.Prefix]string{})
+	got := sequence(s, reqs(netip.MustParseAddr("203.0.113.1"), []netip.Addr{a}, 5), 0, time.Time{})
 	if strings.Join(got, " ") != "web3 web3 web3 web3 web3" {
 		t.Fatalf("sequence %v", got)
 	}
@@ -92,7 +92,8 @@ func TestSequencePersistentCounts(t *testing.T) {
 	for _, d := range none.Dests {
 		d.Weight = 0
 	}
-	if got := sequence(none, lab.Service{Scheduler: lab.RR, Persistent: true, Netmask: 32}, reqs(netip.Addr{}, []netip.Addr{a}, 2), 0, map[netip.Prefix]string{}); strings.Join(got, ",") != "," {
+	none.Persist = &Persistence{Timeout: time.Minute, Netmask: 32}
+	if got := sequence(none, reqs(netip.Addr{}, []netip.Addr{a}, 2), 0, time.Time{}); strings.Join(got, ",") != "," {
 		t.Errorf("no server available: %q", got)
 	}
 }
@@ -103,13 +104,12 @@ func TestSequencePersistentCounts(t *testing.T) {
 // the first server for every client when each check started afresh).
 func TestSequenceKeepsStateAcrossChecks(t *testing.T) {
 	s := sim3(t, lab.RR)
-	svc := lab.Service{Protocol: lab.TCP, Scheduler: lab.RR, Persistent: true, Timeout: 120, Netmask: 32}
-	sticky := map[netip.Prefix]string{}
+	s.Persist = &Persistence{Timeout: 120 * time.Second, Netmask: 32}
 	vip := netip.MustParseAddr("203.0.113.1")
 	a, b, c := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("203.0.113.100"), netip.MustParseAddr("203.0.113.101")
-	first := sequence(s, svc, reqs(vip, []netip.Addr{a}, 2), 0, sticky)
-	second := sequence(s, svc, reqs(vip, []netip.Addr{b}, 2), 0, sticky)
-	third := sequence(s, svc, reqs(vip, []netip.Addr{a, c}, 2), 0, sticky)
+	first := sequence(s, reqs(vip, []netip.Addr{a}, 2), 0, time.Time{})
+	second := sequence(s, reqs(vip, []netip.Addr{b}, 2), 0, time.Time{})
+	third := sequence(s, reqs(vip, []netip.Addr{a, c}, 2), 0, time.Time{})
 	got := strings.Join([]string{strings.Join(first, " "), strings.Join(second, " "), strings.Join(third, " ")}, " | ")
 	if want := "web3 web3 | web2 web2 | web3 web3 web1 web1"; got != want {
 		t.Errorf("got %s, want %s", got, want)
@@ -121,7 +121,7 @@ func TestSequenceKeepsStateAcrossChecks(t *testing.T) {
 func TestSequenceHeld(t *testing.T) {
 	s := sim3(t, lab.LC)
 	vip := netip.MustParseAddr("203.0.113.1")
-	got := sequence(s, lab.Service{Scheduler: lab.LC}, reqs(vip, []netip.Addr{{}}, 6), 2, map[netip.Prefix]string{})
+	got := sequence(s, reqs(vip, []netip.Addr{{}}, 6), 2, time.Time{})
 	if want := "web3 web2 web1 web1 web1 web1"; strings.Join(got, " ") != want {
 		t.Errorf("got %v, want %s", got, want)
 	}
@@ -144,8 +144,8 @@ func TestModelDiffersFromKernel(t *testing.T) {
 	}
 	s.AddDest("web1", 1)
 	s.AddDest("web2", 1)
-	m := &serviceModel{sim: s, sticky: map[netip.Prefix]string{}}
-	sequence(m.sim, lab.Service{Scheduler: lab.RR}, reqs(netip.Addr{}, []netip.Addr{{}}, 3), 0, m.sticky) // web2 web1 web2
+	m := &serviceModel{sim: s}
+	sequence(m.sim, reqs(netip.Addr{}, []netip.Addr{{}}, 3), 0, time.Time{}) // web2 web1 web2
 	entry := &lab.TableService{
 		Service: lab.Service{Servers: []lab.Server{{Addr: netip.MustParseAddrPort("198.51.100.12:80")}, {Addr: netip.MustParseAddrPort("198.51.100.11:80")}}},
 		Conns:   []lab.ServerConns{{Inactive: 2}, {Inactive: 1}},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/lvslab/lvslab/pkg/lab"
 )
@@ -58,6 +59,7 @@ type Request struct {
 	Src     netip.Addr
 	SrcPort uint16
 	Dst     netip.Addr
+	At      time.Time // when it was sent (zero: at the model's clock)
 }
 
 // Scheduler picks the index of a destination in dests (the kernel's list), or -1.
@@ -119,6 +121,21 @@ type Sim struct {
 	// deleted destination (ip_vs_ctl.c, dest_trash) and gives it back, counts
 	// and flags included, when the same server is added again.
 	trash map[string]*Dest
+
+	// Time: the model's clock (since it began), the service's protocol and
+	// timeouts, its persistence (nil for none), the connections and templates
+	// whose timers run.
+	Now      time.Duration
+	Proto    lab.Protocol
+	Timeouts Timeouts
+	Persist  *Persistence
+	conns    []*simConn
+	tmpls    []*template
+	// Unsure says why the model cannot be sure of a prediction: a connection
+	// came so close to a timer that the kernel may have run it on the other
+	// side. Set once; the caller reads and clears it.
+	Unsure      string
+	unsureUntil time.Duration
 }
 
 // NewSim returns an empty service run by the named scheduler's model, as kernel
@@ -129,7 +146,7 @@ func NewSim(k Kernel, sched lab.Scheduler, flags ...lab.SchedFlag) (*Sim, error)
 		return nil, err
 	}
 	total, _ := k.TotalConnsOverhead()
-	sim := &Sim{Sched: s, atCrossing: total, trash: map[string]*Dest{}}
+	sim := &Sim{Sched: s, atCrossing: total, trash: map[string]*Dest{}, Proto: lab.TCP, Timeouts: DefaultTimeouts()}
 	sim.notify()
 	return sim, nil
 }
@@ -294,45 +311,50 @@ func (s *Sim) Order() []string {
 	return out
 }
 
-// Connect schedules one new connection and returns the server ("" for none). If
-// hold, the connection stays established (active); otherwise it is closed before
-// the next one starts (inactive, in TIME_WAIT, until it expires).
+// Connect schedules one new connection at the model's clock and returns the
+// server ("" for none), persistence aside (see Schedule). If hold, the
+// connection stays established (active); otherwise it is closed before the
+// next one starts (inactive, in TIME_WAIT, until it expires).
 func (s *Sim) Connect(req Request, hold bool) string {
 	i := s.Sched.Pick(req, s.Dests)
 	if i < 0 {
 		return ""
 	}
-	s.bind(s.Dests[i], hold)
+	s.open(s.Dests[i], hold, nil)
 	return s.Dests[i].Name
 }
 
 // Count records a connection bound to the named server without scheduling it
-// (one under a persistence template).
+// (one under a persistence template the caller keeps).
 func (s *Sim) Count(name string, hold bool) {
 	if i := indexOf(s.Dests, name); i >= 0 {
-		s.bind(s.Dests[i], hold)
-	}
-}
-
-// Template records a new persistence template bound to the named server.
-func (s *Sim) Template(name string) {
-	if i := indexOf(s.Dests, name); i >= 0 {
-		s.bindTemplate(s.Dests[i])
+		s.open(s.Dests[i], hold, nil)
 	}
 }
 
 // Close closes one of the named server's established connections: it leaves
-// ESTABLISHED and counts as inactive until it expires.
+// ESTABLISHED and counts as inactive, in TIME_WAIT, until it expires.
 func (s *Sim) Close(name string) {
-	if i := indexOf(s.Dests, name); i >= 0 && s.Dests[i].Active > 0 {
-		s.Dests[i].Active--
-		s.Dests[i].Inactive++
+	for _, c := range s.conns {
+		if c.active && c.dest.Name == name {
+			c.active = false
+			c.dest.Active--
+			c.dest.Inactive++
+			c.expires, c.timeout = s.Now+timeWait, timeWait
+			return
+		}
 	}
 }
 
-// Expire forgets one of the named server's connections (its timer ran out),
-// active or not, as ip_vs_conn_expire does.
+// Expire forgets one of the named server's connections at once (its timer
+// ran out), active or not, as ip_vs_conn_expire does.
 func (s *Sim) Expire(name string, active bool) {
+	for _, c := range s.conns {
+		if c.active == active && c.dest.Name == name {
+			s.expireConn(c)
+			return
+		}
+	}
 	if i := indexOf(s.Dests, name); i >= 0 {
 		s.unbind(s.Dests[i], active)
 	}

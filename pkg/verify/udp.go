@@ -28,6 +28,7 @@ func (c UDPClient) Send(ctx context.Context, addr netip.AddrPort, n int) Result 
 	}
 	r := Result{Counts: map[string]int{}}
 	for i := range n {
+		r.Started = append(r.Started, time.Now())
 		name, local, err := c.once(ctx, addr, timeout)
 		r.Locals = append(r.Locals, local)
 		if err != nil {
