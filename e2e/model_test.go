@@ -20,7 +20,7 @@ func modelOf(s *scenario.Scenario) *verify.Sim {
 	sim, err := verify.NewSim(k, svc.Scheduler, svc.SchedFlags...)
 	Expect(err).NotTo(HaveOccurred())
 	for _, srv := range svc.Servers {
-		sim.AddDest(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Weight)
+		sim.AddServer(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Addr, srv.Weight)
 	}
 	return sim
 }

@@ -292,7 +292,7 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 		// Re-create the list in insertion order (the kernel lists it reversed).
 		for i := len(entry.Servers) - 1; i >= 0; i-- {
 			d := entry.Servers[i]
-			sim.AddDest(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight)
+			sim.AddServer(v.Spec.OwnerOf(d.Addr.Addr()), d.Addr, d.Weight)
 		}
 		for i, c := range entry.Conns {
 			sim.Dests[i].Active, sim.Dests[i].Inactive = int(c.Active), int(c.Inactive)
