@@ -285,6 +285,9 @@ func (v *Judge) predict(c lab.Check, srcs []netip.Addr) (pred []string, why stri
 		if served && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
 			return nil, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
 		}
+		if served && (svc.Scheduler == lab.LBLC || svc.Scheduler == lab.LBLCR) {
+			return nil, fmt.Sprintf("%s keeps a cache of destination addresses the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+		}
 		sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
 		if err != nil {
 			return nil, err.Error(), false

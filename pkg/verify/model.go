@@ -86,6 +86,8 @@ func NewScheduler(k Kernel, name lab.Scheduler, flags ...lab.SchedFlag) (Schedul
 		return &dh{}, nil
 	case lab.MH:
 		return newMH(flags), nil
+	case lab.LBLC, lab.LBLCR:
+		return newLBLC(k, name)
 	}
 	return nil, fmt.Errorf("no model of scheduler %q", name)
 }

@@ -21,6 +21,12 @@ import (
 //	TestMHQuiescedOnTheKernel/fallback    mh after a server is quiesced mid-run (60 source addresses) / with mh-fallback ...
 //	TestMHQuiescedOnTheKernel/no-fallback mh after a server is quiesced mid-run (60 source addresses) / without mh-fallback ...
 
+// The three-server NAT lab's VIP and client address.
+var (
+	nat3VIP    = netip.MustParseAddr("203.0.113.1")
+	nat3Client = netip.MustParseAddr("203.0.113.10")
+)
+
 // nat3 builds the three-server NAT lab's service as lvslab builds it
 // (scenarios/nat-lc.yaml, nat-wrr.yaml): web1, web2, web3 at
 // 198.51.100.11-13:80, added in that order with the given weights.
@@ -55,7 +61,7 @@ func fromSources(s *Sim, n int) string {
 	a := netip.MustParseAddr("203.0.113.100")
 	out := make([]string, n)
 	for i := range out {
-		out[i] = s.Connect(Request{Src: a, Dst: netip.MustParseAddr("203.0.113.1")}, false)
+		out[i] = s.Connect(Request{Src: a, Dst: nat3VIP}, false)
 		a = a.Next()
 	}
 	return digits(out)
@@ -82,16 +88,16 @@ func TestMHPortOnTheKernel(t *testing.T) {
 	s := nat3(t, lab.MH, [3]int{1, 1, 1}, lab.MHPort)
 	var got []string
 	for i := range 30 {
-		got = append(got, s.Connect(Request{Src: netip.MustParseAddr("203.0.113.10"), SrcPort: uint16(40000 + i)}, true))
+		got = append(got, s.Connect(Request{Src: nat3Client, SrcPort: uint16(40000 + i)}, true))
 	}
 	if want := "313313323213232213121113223322"; digits(got) != want {
 		t.Errorf("203.0.113.10, ports 40000-40029:\n got %s\nwant %s", digits(got), want)
 	}
 	// Without mh-port the port is not hashed: one address, one server.
 	one := nat3(t, lab.MH, [3]int{1, 1, 1})
-	first := one.Connect(Request{Src: netip.MustParseAddr("203.0.113.10"), SrcPort: 40000}, true)
+	first := one.Connect(Request{Src: nat3Client, SrcPort: 40000}, true)
 	for i := range 30 {
-		if got := one.Connect(Request{Src: netip.MustParseAddr("203.0.113.10"), SrcPort: uint16(40000 + i)}, true); got != first {
+		if got := one.Connect(Request{Src: nat3Client, SrcPort: uint16(40000 + i)}, true); got != first {
 			t.Fatalf("port %d without mh-port: %s, port 40000: %s", 40000+i, got, first)
 		}
 	}
