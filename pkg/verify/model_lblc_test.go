@@ -14,7 +14,7 @@ import (
 // real kernel (e2e/hashing_test.go). The other tests here check properties of
 // the models that follow from ip_vs_lblc.c and ip_vs_lblcr.c, not observations.
 //
-//	unit test                              e2e spec ("Hashing and locality schedulers follow the kernel's algorithm exactly")
+//	unit test                               e2e spec (e2e/hashing_test.go, "Hashing and locality schedulers ...")
 //	TestLocalityHeldOnTheKernel/lblc_1:1:1  lblc and lblcr for connections held open, ... / lblc 1:1:1
 //	TestLocalityHeldOnTheKernel/lblc_3:2:1  lblc and lblcr for connections held open, ... / lblc 3:2:1
 //	TestLocalityHeldOnTheKernel/lblcr_1:1:1 lblc and lblcr for connections held open, ... / lblcr 1:1:1 (the set grows to all three)
@@ -70,8 +70,8 @@ func TestLocalityCachesPerDestination(t *testing.T) {
 		other := netip.MustParseAddr("203.0.113.2")
 		got := []string{
 			s.Connect(Request{Dst: nat3VIP}, true),
-			s.Connect(Request{Dst: other}, true), // web3 holds one: web2 is least loaded
-			s.Connect(Request{Dst: nat3VIP}, true),   // web3 holds 1, not more than its weight
+			s.Connect(Request{Dst: other}, true),   // web3 holds one: web2 is least loaded
+			s.Connect(Request{Dst: nat3VIP}, true), // web3 holds 1, not more than its weight
 		}
 		if digits(got) != "323" {
 			t.Errorf("%s: %s", sched, digits(got))

@@ -14,12 +14,12 @@ import (
 // kernel (e2e/hashing_test.go). The other tests here check properties of the
 // model that follow from ip_vs_mh.c, not observations.
 //
-//	unit test                         e2e spec ("Hashing and locality schedulers follow the kernel's algorithm exactly")
-//	TestMHSourcesOnTheKernel/1:1:1    mh maps each client address to the server its table gives (60 source addresses) / mh 1:1:1
-//	TestMHSourcesOnTheKernel/3:2:1    mh maps each client address to the server its table gives (60 source addresses) / mh 3:2:1
-//	TestMHPortOnTheKernel             maps each client address and port with mh-port
-//	TestMHQuiescedOnTheKernel/fallback    mh after a server is quiesced mid-run (60 source addresses) / with mh-fallback ...
-//	TestMHQuiescedOnTheKernel/no-fallback mh after a server is quiesced mid-run (60 source addresses) / without mh-fallback ...
+//	unit test                             e2e spec (e2e/hashing_test.go, "Hashing and locality schedulers ...")
+//	TestMHSourcesOnTheKernel/1:1:1        mh maps each client address to the server its table gives / mh 1:1:1
+//	TestMHSourcesOnTheKernel/3:2:1        mh maps each client address to the server its table gives / mh 3:2:1
+//	TestMHPortOnTheKernel                 maps each client address and port with mh-port
+//	TestMHQuiescedOnTheKernel/fallback    mh after a server is quiesced mid-run / with mh-fallback: ...
+//	TestMHQuiescedOnTheKernel/no-fallback mh after a server is quiesced mid-run / without mh-fallback: ...
 
 // The three-server NAT lab's VIP and client address.
 var (
