@@ -20,7 +20,7 @@ func modelOf(s *scenario.Scenario) *verify.Sim {
 	sim, err := verify.NewSim(k, svc.Scheduler, svc.SchedFlags...)
 	Expect(err).NotTo(HaveOccurred())
 	for _, srv := range svc.Servers {
-		sim.AddDestThresholds(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Weight, int(srv.Upper), int(srv.Lower))
+		sim.AddServerThresholds(s.Spec.OwnerOf(srv.Addr.Addr()), srv.Addr, srv.Weight, int(srv.Upper), int(srv.Lower))
 	}
 	return sim
 }

@@ -77,7 +77,7 @@ func (s *Sim) sensitive() bool {
 		return true
 	}
 	switch s.Sched.(type) {
-	case *rr, *wrr, *sh, *dh, fo:
+	case *rr, *wrr, *sh, *dh, *mh, fo:
 		for _, d := range s.Dests {
 			if d.Upper != 0 {
 				return true

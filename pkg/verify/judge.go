@@ -363,6 +363,9 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 		if served && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
 			return nil, svc, dst, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
 		}
+		if served && (svc.Scheduler == lab.LBLC || svc.Scheduler == lab.LBLCR) {
+			return nil, svc, dst, fmt.Sprintf("%s keeps a cache of destination addresses the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+		}
 		sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
 		if err != nil {
 			return nil, svc, dst, err.Error(), false
@@ -370,7 +373,7 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 		// Re-create the list in insertion order (the kernel lists it reversed).
 		for i := len(entry.Servers) - 1; i >= 0; i-- {
 			d := entry.Servers[i]
-			sim.AddDestThresholds(v.Spec.OwnerOf(d.Addr.Addr()), d.Weight, int(d.Upper), int(d.Lower))
+			sim.AddServerThresholds(v.Spec.OwnerOf(d.Addr.Addr()), d.Addr, d.Weight, int(d.Upper), int(d.Lower))
 		}
 		v.configure(sim, svc)
 		if served {

@@ -103,6 +103,10 @@ func NewScheduler(k Kernel, name lab.Scheduler, flags ...lab.SchedFlag) (Schedul
 		return &sh{port: slices.Contains(flags, lab.SHPort), fallback: slices.Contains(flags, lab.SHFallback)}, nil
 	case lab.DH:
 		return &dh{}, nil
+	case lab.MH:
+		return newMH(flags), nil
+	case lab.LBLC, lab.LBLCR:
+		return newLBLC(k, name)
 	}
 	return nil, fmt.Errorf("no model of scheduler %q", name)
 }
