@@ -16,6 +16,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
+	"github.com/vishvananda/netlink"
 )
 
 // normalized sorts real servers so that a table read back in the kernel's list
@@ -108,6 +109,22 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 	})
 })
 
+// defaultRoutes lists a node's IPv4 default routes by gateway, read over netlink.
+func defaultRoutes(l *state.Lab, name string) []string {
+	h, err := l.Handles()[name].Netlink()
+	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	rs, err := h.RouteList(nil, netlink.FAMILY_V4)
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, r := range rs {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			out = append(out, r.Gw.String())
+		}
+	}
+	return out
+}
+
 // scenarios/nat-rr.yaml applied to a running lab, as is and edited.
 var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply"), func() {
 	var (
@@ -127,9 +144,14 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	})
 
 	It("changes nothing when the scenario is applied again", func() {
+		table := ipvsadm(running, "ipvsadm-save", "-n")
+		routes := defaultRoutes(running, "web1")
+		Expect(routes).To(Equal([]string{"198.51.100.1"}), "web1's default route through the director")
 		_, stderr, code := lv("apply", edited("same.yaml"))
 		Expect(code).To(Equal(0), stderr)
 		Expect(stderr).To(ContainSubstring("(0 changes)"))
+		Expect(ipvsadm(running, "ipvsadm-save", "-n")).To(Equal(table), "the real ipvsadm sees the same table")
+		Expect(defaultRoutes(running, "web1")).To(Equal(routes))
 	})
 
 	It("edits only the real server whose weight changed", func() {
@@ -154,6 +176,8 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 		t := readIPVS(running)
 		Expect(t.Services[0].Service.SchedName).To(Equal("wlc"))
 		Expect(t.Services[0].Destinations).To(HaveLen(1))
+		Expect(t.Services[0].Destinations[0].Address.String()).To(Equal("198.51.100.11"))
+		Expect(defaultRoutes(running, "web1")).To(BeEmpty())
 	})
 
 	It("comes back to the original, and the lab answers as before", func(ctx context.Context) {
