@@ -13,8 +13,6 @@ import (
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
-const arpWindow = 300 * time.Millisecond
-
 // macs names the node owning each MAC among the lab's eth1 interfaces.
 func macs(l *state.Lab) map[string]string {
 	out := map[string]string{}
@@ -29,13 +27,38 @@ func macs(l *state.Lab) map[string]string {
 	return out
 }
 
-// answerers probes who-has addr from the client and names who answered.
+// dip is the director's own address on the DR segment, which it always answers
+// ARP for.
+var dip = netip.MustParseAddr("203.0.113.2")
+
+// arpWindow is how long a probe in l listens: verify.ARPWindow, or longer if the
+// lab answers ARP more slowly now than that window's margin allows, as measured
+// against the director's own address.
+func arpWindow(ctx context.Context, l *state.Lab) time.Duration {
+	rtt, err := verify.ARPRoundTrip(ctx, l.Handles()["client"], "eth1", dip, verify.ARPWindow)
+	Expect(err).NotTo(HaveOccurred(), "the director answers ARP for its own address")
+	GinkgoWriter.Printf("ARP round trip client -> director: %s\n", rtt)
+	return max(verify.ARPWindow, verify.ARPMargin*rtt)
+}
+
+// answerers probes who-has addr from the client and names who answered. Who
+// did not answer counts only because the probe listened for its whole window
+// and every reply came within a margin's share of it: both are asserted.
 func answerers(ctx context.Context, l *state.Lab, addr string) []string {
-	replies, err := verify.ProbeARP(ctx, l.Handles()["client"], "eth1", netip.MustParseAddr(addr), arpWindow)
+	window := arpWindow(ctx, l)
+	start := time.Now()
+	probe, err := verify.ProbeARP(ctx, l.Handles()["client"], "eth1", netip.MustParseAddr(addr), window)
+	elapsed := time.Since(start)
 	Expect(err).NotTo(HaveOccurred())
+	GinkgoWriter.Printf("who-has %s: %v, listened %s of %s\n", addr, probe.Replies, probe.Listened, probe.Window)
+	Expect(probe.Window).To(Equal(window))
+	Expect(probe.Listened).To(BeNumerically(">=", window), "the probe stopped listening before its window ended: a missing answer proves nothing")
+	Expect(probe.Listened).To(BeNumerically("<=", elapsed), "the probe claims to have listened longer than it ran")
+	Expect(probe.Slowest()*verify.ARPMargin).To(BeNumerically("<=", window),
+		"replies %v: the window is not %d times the slowest, so another reply may have been on its way", probe.Replies, verify.ARPMargin)
 	byMAC := macs(l)
 	var who []string
-	for _, r := range replies {
+	for _, r := range probe.Replies {
 		who = append(who, byMAC[r.SenderMAC.String()])
 	}
 	return who
@@ -101,7 +124,7 @@ var _ = Describe("ARP on the DR segment", Label("dr", "arp"), func() {
 			serverMAC, err := verify.MAC(nodes[server], "eth1")
 			Expect(err).NotTo(HaveOccurred())
 
-			reqs, err := capture.Collect(ctx, arpWindow, func(a verify.ARP) bool {
+			reqs, err := capture.Collect(ctx, verify.ARPWindow, func(a verify.ARP) bool {
 				return a.Op == 1 && a.SenderMAC.String() == serverMAC.String() && a.TargetIP == client
 			})
 			Expect(err).NotTo(HaveOccurred())

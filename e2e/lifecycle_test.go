@@ -1,17 +1,20 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -54,6 +57,97 @@ func processesNamed(words ...string) []string {
 		if all {
 			out = append(out, e.Name()+" "+cmd)
 		}
+	}
+	return out
+}
+
+// stalledRun is lvslab held at a step by the LVSLAB_TEST_STALL hook.
+type stalledRun struct {
+	cmd    *exec.Cmd
+	stderr *gbytes.Buffer
+	exited chan struct{} // closed once it exited; cmd.ProcessState is set then
+}
+
+// stalled starts lvslab with args and the LVSLAB_TEST_STALL hook set to stall,
+// and returns once it says it stalled there. It fails at once if lvslab exits
+// before; it kills lvslab when the spec ends, should the spec not have ended it.
+func stalled(stall string, args ...string) stalledRun {
+	GinkgoHelper()
+	r := stalledRun{cmd: exec.Command(cli.Bin, args...), stderr: gbytes.NewBuffer(), exited: make(chan struct{})}
+	r.cmd.Dir = repo
+	r.cmd.Env = append(os.Environ(), "LVSLAB_TEST_STALL="+stall)
+	r.cmd.Stderr = io.MultiWriter(r.stderr, GinkgoWriter)
+	Expect(r.cmd.Start()).To(Succeed())
+	go func() {
+		_ = r.cmd.Wait()
+		close(r.exited)
+	}()
+	DeferCleanup(func() {
+		_ = r.cmd.Process.Kill()
+		<-r.exited
+	})
+	Eventually(func() string {
+		select {
+		case <-r.exited:
+			StopTrying(fmt.Sprintf("lvslab %s exited (%s) before it stalled after %q", strings.Join(args, " "), r.cmd.ProcessState, stall)).Now()
+		default:
+		}
+		return string(r.stderr.Contents())
+	}).WithTimeout(time.Minute).Should(ContainSubstring(`stalled after "` + stall))
+	return r
+}
+
+// output is what lvslab has written to stderr so far.
+func (r stalledRun) output() string { return string(r.stderr.Contents()) }
+
+// end sends sig and waits until lvslab exits.
+func (r stalledRun) end(sig syscall.Signal) *os.ProcessState {
+	GinkgoHelper()
+	Expect(r.cmd.Process.Signal(sig)).To(Succeed())
+	Eventually(r.exited).WithTimeout(time.Minute).Should(BeClosed())
+	return r.cmd.ProcessState
+}
+
+// namespaceInodes identifies a lab's namespaces by inode, which outlives their names.
+func namespaceInodes(name string) []uint64 {
+	var out []uint64
+	for _, p := range namespacesOf(name) {
+		var st syscall.Stat_t
+		Expect(syscall.Stat(p, &st)).To(Succeed())
+		out = append(out, st.Ino)
+	}
+	return out
+}
+
+// processesIn lists the processes whose network namespace is one of inodes.
+func processesIn(inodes []uint64) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil {
+			continue
+		}
+		if slices.Contains(inodes, st.Ino) {
+			b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			out = append(out, e.Name()+" "+strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	return out
+}
+
+// addressesOf lists the addresses of dev in a lab's node, read over netlink.
+func addressesOf(l *state.Lab, nodeName, dev string) []string {
+	h, err := l.Handles()[nodeName].Netlink()
+	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	link, err := h.LinkByName(dev)
+	Expect(err).NotTo(HaveOccurred())
+	addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.IPNet.String())
 	}
 	return out
 }
@@ -117,33 +211,90 @@ var _ = Describe("Lab lifecycle", Label("nat", "lifecycle"), func() {
 	It("removes everything it built when a step fails", func() {
 		_, stderr, code := lv("up", "e2e/testdata/broken-apply.yaml")
 		Expect(code).To(Equal(1))
+		Expect(stderr).To(ContainSubstring("✓ topology"), "the failing step comes after the topology was built")
 		Expect(stderr).To(ContainSubstring("director: sysctl net.ipv4.conf.eth9.arp_ignore"))
 		Expect(namespacesOf("broken")).To(BeEmpty())
 		_, err := state.Store{Dir: state.DefaultDir}.Load("broken")
 		Expect(err).To(MatchError(state.ErrNoLab))
 	})
 
-	It("cleans up with gc after lvslab up was killed", func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, cli.Bin, "up", "--name", "crashed", "scenarios/nat-rr.yaml")
-		cmd.Dir = repo
-		stderr, err := cmd.StderrPipe()
-		Expect(err).NotTo(HaveOccurred())
-		Expect(cmd.Start()).To(Succeed())
-		// Kill it as soon as the topology exists, in the middle of applying.
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() && !strings.Contains(sc.Text(), "✓ topology") {
-		}
-		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
-		_ = cmd.Wait()
-		Expect(namespacesOf("crashed")).NotTo(BeEmpty())
+	// kill -9 cannot roll anything back: the record, written before anything
+	// was made, names what is left, and gc removes it (README, Topologies).
+	// LVSLAB_TEST_STALL holds up at a known step, so the kill lands there.
+	DescribeTable("cleans up with gc after lvslab up was killed mid-way",
+		func(stall, done, notYet string, partial func(*state.Lab)) {
+			DeferCleanup(func() { lv("down", "crashed") }) // only if the spec fails before gc
+			run := stalled(stall, "up", "--name", "crashed", "scenarios/nat-rr.yaml")
+			Expect(run.output()).To(ContainSubstring(done))
+			Expect(run.output()).NotTo(ContainSubstring(notYet))
+			Expect(run.output()).NotTo(ContainSubstring("is up"))
+			l, err := state.Store{Dir: state.DefaultDir}.Load("crashed")
+			Expect(err).NotTo(HaveOccurred(), "the lab is recorded before anything is made")
+			Expect(l.Applied).To(BeEmpty(), "up had not finished")
+			Expect(namespacesOf("crashed")).To(HaveLen(5))
+			partial(l)
+			inodes := namespaceInodes("crashed")
+			// Something started by hand in a node, never recorded, must go too.
+			_, _, code := lv("exec", "--lab", "crashed", "web1", "--", "sh", "-c", "sleep 601 >/dev/null 2>&1 &")
+			Expect(code).To(Equal(0))
+			Expect(processesIn(inodes)).To(HaveLen(1))
 
-		_, stderr2, code := lv("gc")
-		Expect(code).To(Equal(0), stderr2)
-		Expect(namespacesOf("crashed")).To(BeEmpty())
-		Expect(processesNamed("webd")).To(BeEmpty())
-		_, err = state.Store{Dir: state.DefaultDir}.Load("crashed")
-		Expect(err).To(MatchError(state.ErrNoLab))
+			ps := run.end(syscall.SIGKILL)
+			ws := ps.Sys().(syscall.WaitStatus)
+			Expect(ws.Signaled() && ws.Signal() == syscall.SIGKILL).To(BeTrue(), "lvslab up ended by itself (%s) before the kill", ps)
+			Expect(run.output()).NotTo(ContainSubstring(notYet), "nothing ran after the stall")
+			Expect(namespacesOf("crashed")).To(HaveLen(5), "kill -9 leaves the half-built lab")
+			_, err = state.Store{Dir: state.DefaultDir}.Load("crashed")
+			Expect(err).NotTo(HaveOccurred(), "kill -9 leaves the record")
+
+			_, stderr, code := lv("gc")
+			Expect(code).To(Equal(0), stderr)
+			Expect(stderr).To(ContainSubstring("✓ lab crashed removed"))
+			Expect(namespacesOf("crashed")).To(BeEmpty())
+			Eventually(func() []string { return processesIn(inodes) }).WithTimeout(5 * time.Second).Should(BeEmpty())
+			Expect(processesNamed("sleep", "601")).To(BeEmpty())
+			Expect(processesNamed("webd")).To(BeEmpty())
+			_, err = state.Store{Dir: state.DefaultDir}.Load("crashed")
+			Expect(err).To(MatchError(state.ErrNoLab))
+		},
+		Entry("once the topology exists: namespaces, no address, no IPVS service", "topology",
+			"✓ topology", "✓ apply", func(l *state.Lab) {
+				Expect(readIPVS(l).Services).To(BeEmpty())
+				Expect(addressesOf(l, "director", "eth1")).To(BeEmpty())
+			}),
+		Entry("once the kernel state is applied: IPVS programmed, no web server yet", "apply",
+			"✓ apply (read back from the kernel)", "✓ web servers answering", func(l *state.Lab) {
+				t := readIPVS(l)
+				Expect(t.Services).To(HaveLen(1))
+				Expect(t.Services[0].Destinations).To(HaveLen(2))
+				Expect(addressesOf(l, "director", "eth1")).To(ContainElement("203.0.113.1/24"))
+				Expect(processesIn(namespaceInodes("crashed"))).To(BeEmpty(), "no web server started yet")
+				Expect(l.Processes).To(BeEmpty())
+			}),
+	)
+
+	// Ctrl-C during apply puts back the scenario applied before (README,
+	// Interrupting a command): stalled once the edit is made in the kernel.
+	It("rolls an apply interrupted mid-way back to the scenario applied before", func(ctx context.Context) {
+		s, l := up("scenarios/nat-rr.yaml", "rollback")
+		Expect(kernelWeights(s, l)).To(Equal(map[string]int{"web1": 1, "web2": 1}))
+		applied := l.Applied
+		Expect(applied).NotTo(BeEmpty())
+
+		run := stalled("apply", "apply", "--name", "rollback", variant("scenarios/nat-rr.yaml", weight("web2", 3)))
+		Expect(run.output()).To(ContainSubstring("✓ apply (1 changes)"))
+		Expect(kernelWeights(s, l)).To(Equal(map[string]int{"web1": 1, "web2": 3}), "the edit is in the kernel when apply is interrupted")
+
+		Expect(run.end(syscall.SIGINT).ExitCode()).To(Equal(1))
+		Expect(run.output()).To(ContainSubstring("interrupted; rolled back to the scenario applied before (1 changes undone)"))
+		Expect(run.output()).NotTo(ContainSubstring("matches"))
+
+		Expect(kernelWeights(s, l)).To(Equal(map[string]int{"web1": 1, "web2": 1}), "the kernel is back at the scenario applied before")
+		after, err := state.Store{Dir: state.DefaultDir}.Load("rollback")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(after.Applied).To(Equal(applied), "the record still names the scenario applied before")
+		got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 4)
+		Expect(got.Errors).To(BeEmpty())
+		Expect(got.Counts).To(Equal(map[string]int{"web1": 2, "web2": 2}))
 	})
 })

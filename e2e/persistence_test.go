@@ -40,6 +40,27 @@ func templates(s *scenario.Scenario, l *state.Lab) map[netip.Addr]string {
 	return out
 }
 
+// kernelWeights reads the first service's real servers' weights from the
+// kernel, by node.
+func kernelWeights(s *scenario.Scenario, l *state.Lab) map[string]int {
+	out := map[string]int{}
+	for _, d := range readIPVS(l).Services[0].Destinations {
+		out[s.Spec.OwnerOf(netip.MustParseAddr(d.Address.String()))] = d.Weight
+	}
+	return out
+}
+
+// expectAnsweredBy asserts that every request in got succeeded and that server,
+// one of sim's real servers, answered each: a failed request or an empty answer
+// is never taken for the expected one.
+func expectAnsweredBy(got verify.Result, sim *verify.Sim, server string, what ...any) {
+	GinkgoHelper()
+	Expect(server).To(BeElementOf(sim.Order()), "the expected server is a real server of the service")
+	Expect(got.Errors).To(BeEmpty(), what...)
+	Expect(got.Sequence).NotTo(BeEmpty(), what...)
+	Expect(got.Sequence).To(HaveEach(server), what...)
+}
+
 // sources adds count client addresses starting at first, removed when the spec ends.
 func sources(l *state.Lab, first string, count int) []netip.Addr {
 	srcs, remove, err := verify.AddSources(l.Handles()["client"], "eth1", netip.MustParsePrefix(first), count)
@@ -61,8 +82,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		for _, src := range srcs {
 			want := sim.Connect(verify.Request{Src: src}, false)
 			got := verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 5)
-			Expect(got.Errors).To(BeEmpty())
-			Expect(got.Sequence).To(HaveEach(want), "client %s", src)
+			expectAnsweredBy(got, sim, want, "client %s", src)
 		}
 		tmpl := templates(s, l)
 		for i, src := range srcs {
@@ -76,16 +96,23 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		sim := modelOf(s)
 		low := sources(l, "203.0.113.100/24", 3)  // in 203.0.113.0/25, with the client's own .10
 		high := sources(l, "203.0.113.200/24", 3) // in 203.0.113.128/25
+		var wants []string
 		for _, group := range [][]netip.Addr{low, high} {
 			want := sim.Connect(verify.Request{}, false) // one new template per group
+			wants = append(wants, want)
 			for _, src := range group {
 				got := verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
-				Expect(got.Errors).To(BeEmpty())
-				Expect(got.Sequence).To(HaveEach(want), "client %s", src)
+				expectAnsweredBy(got, sim, want, "client %s", src)
 			}
 		}
+		Expect(wants[1]).NotTo(Equal(wants[0]), "rr gives the second group the other server")
+		// One template per /25, named by the masked client address.
+		Expect(templates(s, l)).To(Equal(map[netip.Addr]string{
+			netip.MustParseAddr("203.0.113.0"):   wants[0],
+			netip.MustParseAddr("203.0.113.128"): wants[1],
+		}))
 		got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 1)
-		Expect(got.Sequence[0]).To(Equal(sim.Order()[0]), "the client's own address is in the low group")
+		expectAnsweredBy(got, sim, wants[0], "the client's own address is in the low group")
 	})
 
 	DescribeTable("keeps one client on one server across ports 80 and 443",
@@ -97,9 +124,7 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 				want := sim.Connect(verify.Request{Src: src}, false)
 				c := verify.HTTPClient{From: l.Handles()["client"], Source: src}
 				for _, url := range []string{"http://203.0.113.1/", "https://203.0.113.1/", "http://203.0.113.1/", "https://203.0.113.1/"} {
-					got := c.Get(ctx, url, 1)
-					Expect(got.Errors).To(BeEmpty(), url)
-					Expect(got.Sequence[0]).To(Equal(want), "client %s, %s", src, url)
+					expectAnsweredBy(c.Get(ctx, url, 1), sim, want, "client %s, %s", src, url)
 				}
 			}
 		},
@@ -117,17 +142,13 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 		c := verify.UDPClient{From: l.Handles()["client"]}
 		vipUDP := netip.MustParseAddrPort("203.0.113.1:5353")
 		first := sim.Connect(verify.Request{}, false)
-		got := c.Send(ctx, vipUDP, 3)
-		Expect(got.Errors).To(BeEmpty())
-		Expect(got.Sequence).To(HaveEach(first))
+		expectAnsweredBy(c.Send(ctx, vipUDP, 3), sim, first)
 
 		Eventually(func() map[netip.Addr]string { return templates(s, l) }).
 			WithTimeout(20 * time.Second).WithPolling(200 * time.Millisecond).Should(BeEmpty())
 		next := sim.Connect(verify.Request{}, false)
 		Expect(next).NotTo(Equal(first))
-		got = c.Send(ctx, vipUDP, 2)
-		Expect(got.Errors).To(BeEmpty())
-		Expect(got.Sequence).To(HaveEach(next), "after expiry the client gets rr's next server")
+		expectAnsweredBy(c.Send(ctx, vipUDP, 2), sim, next, "after expiry the client gets rr's next server")
 	})
 
 	DescribeTable("when the client's server is quiesced (weight 0)",
@@ -138,24 +159,26 @@ var _ = Describe("Persistence", Label("persistence"), func() {
 			sim := modelOf(s)
 			c := verify.HTTPClient{From: l.Handles()["client"]}
 			first := sim.Connect(verify.Request{}, false)
-			Expect(c.Get(ctx, "http://203.0.113.1/", 2).Sequence).To(HaveEach(first))
+			other := sim.Order()[1-slices.Index(sim.Order(), first)]
+			expectAnsweredBy(c.Get(ctx, "http://203.0.113.1/", 2), sim, first)
 
 			edited := variant("scenarios/nat-ppc.yaml", sysctl("expire_quiescent_template", "1", expire), weight(first, 0))
 			_, stderr, code := lv("apply", "--name", "quiesce", edited)
 			Expect(code).To(Equal(0), stderr)
 			sim.SetWeight(first, 0)
+			// Without this, "the client stays" would pass for an apply that changed nothing.
+			Expect(kernelWeights(s, l)).To(Equal(map[string]int{first: 0, other: 1}), "the kernel's weights after apply")
 
 			got := c.Get(ctx, "http://203.0.113.1/", 3)
-			Expect(got.Errors).To(BeEmpty())
 			if stays {
-				Expect(got.Sequence).To(HaveEach(first), "a persistent client stays with its quiesced server")
+				expectAnsweredBy(got, sim, first, "a persistent client stays with its quiesced server")
 			} else {
-				Expect(got.Sequence).To(HaveEach(sim.Order()[1-slices.Index(sim.Order(), first)]), "the template expired: the client moved")
+				expectAnsweredBy(got, sim, other, "the template expired: the client moved")
 			}
-			// New clients never go to the quiesced server.
+			// New clients never go to the quiesced server: all go to the other.
 			src := sources(l, "203.0.113.100/24", 1)[0]
 			got = verify.HTTPClient{From: l.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 2)
-			Expect(got.Sequence).NotTo(ContainElement(first))
+			expectAnsweredBy(got, sim, other, "a new client %s", src)
 		},
 		Entry("expire_quiescent_template=1: the client moves", "1", false),
 		Entry("expire_quiescent_template=0: the client stays", "0", true),

@@ -16,6 +16,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
+	"github.com/vishvananda/netlink"
 )
 
 // normalized sorts real servers so that a table read back in the kernel's list
@@ -55,6 +56,30 @@ func probe(ctx context.Context, s *scenario.Scenario, l *state.Lab) map[string]s
 	return answers
 }
 
+// shippedScenarios names every scenario under scenarios/, with its labels.
+var shippedScenarios = []struct {
+	name   string
+	labels Labels
+}{
+	{"nat-rr", Label("nat")},
+	{"nat-wrr", Label("nat")},
+	{"nat-lc", Label("nat")},
+	{"nat-wlc", Label("nat")},
+	{"nat-sed", Label("nat")},
+	{"nat-nq", Label("nat")},
+	{"nat-sh", Label("nat")},
+	{"nat-dh", Label("nat")},
+	{"nat-thresholds", Label("nat", "thresholds")},
+	{"nat-ppc", Label("nat", "persistence")},
+	{"nat-pcc", Label("nat", "persistence")},
+	{"nat-fwmark", Label("nat", "persistence", "fwmark")},
+	{"nat-udp", Label("nat", "udp")},
+	{"nat-ipv6", Label("nat", "ipv6")},
+	{"dr-rr", Label("dr")},
+	{"dr-arp-flux", Label("dr", "arp")},
+	{"tun-rr", Label("tun")},
+}
+
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 	var running *state.Lab
 	dumpOnFailure(&running)
@@ -84,30 +109,43 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 				Expect(who).To(BeElementOf(owners), "service %s answered by %q", key, who)
 			}
 		},
-		Entry("nat-rr", Label("nat"), "scenarios/nat-rr.yaml"),
-		Entry("nat-wrr", Label("nat"), "scenarios/nat-wrr.yaml"),
-		Entry("nat-lc", Label("nat"), "scenarios/nat-lc.yaml"),
-		Entry("nat-wlc", Label("nat"), "scenarios/nat-wlc.yaml"),
-		Entry("nat-sed", Label("nat"), "scenarios/nat-sed.yaml"),
-		Entry("nat-nq", Label("nat"), "scenarios/nat-nq.yaml"),
-		Entry("nat-sh", Label("nat"), "scenarios/nat-sh.yaml"),
-		Entry("nat-dh", Label("nat"), "scenarios/nat-dh.yaml"),
-		Entry("nat-thresholds", Label("nat", "thresholds"), "scenarios/nat-thresholds.yaml"),
-		Entry("nat-ppc", Label("nat", "persistence"), "scenarios/nat-ppc.yaml"),
-		Entry("nat-pcc", Label("nat", "persistence"), "scenarios/nat-pcc.yaml"),
-		Entry("nat-fwmark", Label("nat", "persistence", "fwmark"), "scenarios/nat-fwmark.yaml"),
-		Entry("nat-udp", Label("nat", "udp"), "scenarios/nat-udp.yaml"),
-		Entry("nat-ipv6", Label("nat", "ipv6"), "scenarios/nat-ipv6.yaml"),
-		Entry("dr-rr", Label("dr"), "scenarios/dr-rr.yaml"),
-		Entry("dr-arp-flux", Label("dr", "arp"), "scenarios/dr-arp-flux.yaml"),
-		Entry("tun-rr", Label("tun"), "scenarios/tun-rr.yaml"),
+		func() []TableEntry {
+			var entries []TableEntry
+			for _, sc := range shippedScenarios {
+				entries = append(entries, Entry(sc.name, sc.labels, "scenarios/"+sc.name+".yaml"))
+			}
+			return entries
+		}(),
 	)
 
 	It("ships no scenario this table leaves out", func() {
 		files, _ := filepath.Glob(filepath.Join(repo, "scenarios", "*.yaml"))
-		Expect(files).To(HaveLen(17))
+		var names, listed []string
+		for _, f := range files {
+			names = append(names, strings.TrimSuffix(filepath.Base(f), ".yaml"))
+		}
+		for _, sc := range shippedScenarios {
+			listed = append(listed, sc.name)
+		}
+		Expect(names).To(ConsistOf(listed))
 	})
 })
+
+// defaultRoutes lists a node's IPv4 default routes by gateway, read over netlink.
+func defaultRoutes(l *state.Lab, name string) []string {
+	h, err := l.Handles()[name].Netlink()
+	Expect(err).NotTo(HaveOccurred())
+	defer h.Close()
+	rs, err := h.RouteList(nil, netlink.FAMILY_V4)
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, r := range rs {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			out = append(out, r.Gw.String())
+		}
+	}
+	return out
+}
 
 // scenarios/nat-rr.yaml applied to a running lab, as is and edited.
 var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply"), func() {
@@ -128,9 +166,14 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 	})
 
 	It("changes nothing when the scenario is applied again", func() {
+		table := ipvsadm(running, "ipvsadm-save", "-n")
+		routes := defaultRoutes(running, "web1")
+		Expect(routes).To(Equal([]string{"198.51.100.1"}), "web1's default route through the director")
 		_, stderr, code := lv("apply", edited("same.yaml"))
 		Expect(code).To(Equal(0), stderr)
 		Expect(stderr).To(ContainSubstring("(0 changes)"))
+		Expect(ipvsadm(running, "ipvsadm-save", "-n")).To(Equal(table), "the real ipvsadm sees the same table")
+		Expect(defaultRoutes(running, "web1")).To(Equal(routes))
 	})
 
 	It("edits only the real server whose weight changed", func() {
@@ -155,6 +198,8 @@ var _ = Describe("lvslab apply on a running lab", Ordered, Label("nat", "apply")
 		t := readIPVS(running)
 		Expect(t.Services[0].Service.SchedName).To(Equal("wlc"))
 		Expect(t.Services[0].Destinations).To(HaveLen(1))
+		Expect(t.Services[0].Destinations[0].Address.String()).To(Equal("198.51.100.11"))
+		Expect(defaultRoutes(running, "web1")).To(BeEmpty())
 	})
 
 	It("comes back to the original, and the lab answers as before", func(ctx context.Context) {

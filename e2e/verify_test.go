@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -62,10 +63,30 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		entries,
 	)
 
-	It("drives the real curl binary with --client curl", func() {
-		results, stderr, code := verifyJSON("--client", "curl", "scenarios/nat-rr.yaml")
-		Expect(code).To(Equal(0), stderr)
+	It("drives the real curl binary with --client curl", func(ctx context.Context) {
+		// A curl first on lvslab's PATH notes each run and runs the real one:
+		// the answers alone cannot tell curl's requests from the Go client's.
+		realCurl, err := exec.LookPath("curl")
+		Expect(err).NotTo(HaveOccurred())
+		dir := GinkgoT().TempDir()
+		runs := filepath.Join(dir, "runs")
+		Expect(os.WriteFile(filepath.Join(dir, "curl"), []byte("#!/bin/sh\necho \"$*\" >>"+runs+"\nexec "+realCurl+" \"$@\"\n"), 0o755)).To(Succeed())
+		withCurl := cli
+		withCurl.Env = append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		r, err := withCurl.Run(ctx, "verify", "--json", "--client", "curl", "scenarios/nat-rr.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		GinkgoWriter.Println(r)
+		Expect(r.Code).To(Equal(0), r.Stderr)
+		var results []verify.Outcome
+		Expect(json.Unmarshal([]byte(r.Stdout), &results)).To(Succeed(), r.Stdout)
+		Expect(results).To(HaveLen(1))
 		Expect(results[0].Observed).To(HaveLen(10))
+		Expect(results[0].Observed).To(HaveEach(BeElementOf("web1", "web2")))
+		log, err := os.ReadFile(runs)
+		Expect(err).NotTo(HaveOccurred(), "curl never ran")
+		lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+		Expect(lines).To(HaveLen(10), "one curl per request")
+		Expect(lines).To(HaveEach(HaveSuffix(" http://203.0.113.1/")))
 	})
 
 	// Seen: a running nat-rr lab whose web1 server process was killed was reported
@@ -121,11 +142,36 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 				Expect: lab.Expect{Model: true, Sticky: true},
 			}}
 		})
-		results, stderr, code := verifyJSON(file)
+		// --keep: the director's connection table shows where the datagrams came from.
+		DeferCleanup(func() { lv("down", "nat-udp-verify") })
+		results, stderr, code := verifyJSON("--keep", file)
 		Expect(code).To(Equal(0), stderr)
 		Expect(results).To(HaveLen(1))
 		Expect(results[0].Predicted).To(Equal(results[0].Observed))
 		Expect(results[0].Observed).To(HaveLen(6))
+		Expect(results[0].Observed).To(HaveEach(BeElementOf("web1", "web2")))
+
+		s, err := scenario.Load(file)
+		Expect(err).NotTo(HaveOccurred())
+		l, err := state.Store{Dir: state.DefaultDir}.Load("nat-udp-verify")
+		Expect(err).NotTo(HaveOccurred())
+		conns, err := verify.ReadConns(l.Handles()[l.Director])
+		Expect(err).NotTo(HaveOccurred())
+		bySource := map[netip.Addr][]string{}
+		for _, c := range conns {
+			if c.Proto == "UDP" && !c.Template {
+				bySource[c.Client.Addr()] = append(bySource[c.Client.Addr()], s.Spec.OwnerOf(c.Dest.Addr()))
+			}
+		}
+		Expect(bySource).To(HaveLen(3), "datagrams from three source addresses")
+		Expect(bySource).NotTo(HaveKey(client), "none from the client's own address")
+		var served []string
+		for src, servers := range bySource {
+			Expect(servers).To(HaveLen(2), "source %s", src)
+			Expect(servers).To(HaveEach(servers[0]), "source %s keeps its server", src)
+			served = append(served, servers...)
+		}
+		Expect(served).To(ConsistOf(results[0].Observed), "what verify reported is what the director did")
 	})
 
 	// One model per service through the whole run: with each check predicted
@@ -144,6 +190,8 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(results).To(HaveLen(3))
 		for _, r := range results {
 			Expect(r.Passed).To(BeTrue(), "%s: %s", r.Check, r.Message)
+			Expect(r.Errors).To(BeEmpty(), r.Check)
+			Expect(r.Observed).To(HaveEach(BeElementOf("web1", "web2")), r.Check)
 		}
 		// Three different servers would need three; rr over two: the first and
 		// the second client differ, the third takes the first's again.

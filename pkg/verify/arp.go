@@ -109,27 +109,38 @@ func (s *ARPSocket) Request(target netip.Addr) error {
 // Collect reads ARP packets for window (or until ctx ends) and returns those
 // match accepts, in arrival order.
 func (s *ARPSocket) Collect(ctx context.Context, window time.Duration, match func(ARP) bool) ([]ARP, error) {
-	deadline := time.Now().Add(window)
 	var out []ARP
+	err := s.collect(ctx, time.Now().Add(window), func(a ARP, _ time.Time) bool {
+		if match == nil || match(a) {
+			out = append(out, a)
+		}
+		return false
+	})
+	return out, err
+}
+
+// collect reads ARP packets until deadline, ctx's end, or seen returning true,
+// and gives seen each packet with the time it was read.
+func (s *ARPSocket) collect(ctx context.Context, deadline time.Time, seen func(ARP, time.Time) bool) error {
 	buf := make([]byte, 1500)
 	for {
 		left := time.Until(deadline)
 		if left <= 0 || ctx.Err() != nil {
-			return out, nil
+			return nil
 		}
 		tv := unix.NsecToTimeval(min(left, 50*time.Millisecond).Nanoseconds())
 		if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return out, err
+			return err
 		}
 		n, _, err := unix.Recvfrom(s.fd, buf, 0)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return out, err
+			return err
 		}
-		if a, ok := parseARP(buf[:n]); ok && (match == nil || match(a)) {
-			out = append(out, a)
+		if a, ok := parseARP(buf[:n]); ok && seen(a, time.Now()) {
+			return nil
 		}
 	}
 }
@@ -146,18 +157,115 @@ func parseARP(f []byte) (ARP, bool) {
 	}, true
 }
 
+// ARPWindow is how long a probe listens for ARP replies unless told otherwise.
+// The kernel answers a request the moment it receives it (arp_process replies
+// at once; only proxy ARP waits, proxy_delay, and no lab enables it), so a
+// reply takes one round trip over the lab's veth pairs and bridge. Measured in
+// the sandbox kernel (ARPRoundTrip, 600 requests per lab, dr-rr and
+// dr-arp-flux): 0.2 ms typically, 3 ms at worst. The window is ARPMargin
+// times 30 ms, ten times that worst, so that a missing reply means "no answer",
+// not "not yet"; ARPProbe.Conclusive checks that the margin held.
+const ARPWindow = ARPMargin * 30 * time.Millisecond
+
+// ARPMargin is how many round trips a window must hold for silence in it to
+// mean that nobody answers.
+const ARPMargin = 10
+
+// ARPReply is a reply to a probe and how long after the request it came.
+type ARPReply struct {
+	ARP
+	After time.Duration
+}
+
+func (r ARPReply) String() string { return fmt.Sprintf("%s after %s", r.ARP, r.After) }
+
+// ARPProbe is what one who-has brought back.
+type ARPProbe struct {
+	Replies  []ARPReply    // in arrival order
+	Window   time.Duration // how long the probe was to listen
+	Listened time.Duration // how long it did, from the request on: less than Window only when its context ended first
+}
+
+// Complete tells whether the probe listened for its whole window: only then
+// does a missing reply mean that nobody answered.
+func (p ARPProbe) Complete() bool { return p.Listened >= p.Window }
+
+// Conclusive fails when the probe cannot tell who did not answer: it stopped
+// listening before its window ended, or a reply took more than a margin's share
+// of the window (ARPMargin round trips), so another might still have been on
+// its way.
+func (p ARPProbe) Conclusive() error {
+	if !p.Complete() {
+		return fmt.Errorf("ARP probe listened %s of its %s window: who did not answer is not known", p.Listened, p.Window)
+	}
+	if slowest := p.Slowest(); slowest*ARPMargin > p.Window {
+		return fmt.Errorf("an ARP reply took %s, more than 1/%d of the %s window: who did not answer is not known", slowest, ARPMargin, p.Window)
+	}
+	return nil
+}
+
+// Slowest is the longest a reply took (0 when none came).
+func (p ARPProbe) Slowest() time.Duration {
+	var d time.Duration
+	for _, r := range p.Replies {
+		d = max(d, r.After)
+	}
+	return d
+}
+
 // ProbeARP asks who has target from dev in n and returns every reply that comes
-// within window: with ARP flux, several hosts answer for one address.
-func ProbeARP(ctx context.Context, n node.Node, dev string, target netip.Addr, window time.Duration) ([]ARP, error) {
+// within window: with ARP flux, several hosts answer for one address. It
+// listens from before the request is sent until window has passed since then
+// (or ctx ends: see Listened).
+func ProbeARP(ctx context.Context, n node.Node, dev string, target netip.Addr, window time.Duration) (ARPProbe, error) {
+	p := ARPProbe{Window: window}
 	s, err := OpenARP(n, dev)
 	if err != nil {
-		return nil, err
+		return p, err
 	}
 	defer s.Close()
+	sent := time.Now()
 	if err := s.Request(target); err != nil {
-		return nil, fmt.Errorf("%s: ARP request: %w", n.Name, err)
+		return p, fmt.Errorf("%s: ARP request: %w", n.Name, err)
 	}
-	return s.Collect(ctx, window, func(a ARP) bool { return a.Op == 2 && a.SenderIP == target })
+	err = s.collect(ctx, sent.Add(window), func(a ARP, at time.Time) bool {
+		if a.Op == 2 && a.SenderIP == target {
+			p.Replies = append(p.Replies, ARPReply{ARP: a, After: at.Sub(sent)})
+		}
+		return false
+	})
+	p.Listened = time.Since(sent)
+	return p, err
+}
+
+// ARPRoundTrip asks who has target from dev in n and returns how long the first
+// reply took; it fails when none comes within timeout. Ask for an address that
+// must answer (a node's own) to learn how quickly this lab answers ARP.
+func ARPRoundTrip(ctx context.Context, n node.Node, dev string, target netip.Addr, timeout time.Duration) (time.Duration, error) {
+	s, err := OpenARP(n, dev)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	sent := time.Now()
+	if err := s.Request(target); err != nil {
+		return 0, fmt.Errorf("%s: ARP request: %w", n.Name, err)
+	}
+	var (
+		rtt      time.Duration
+		answered bool
+	)
+	err = s.collect(ctx, sent.Add(timeout), func(a ARP, at time.Time) bool {
+		answered = a.Op == 2 && a.SenderIP == target
+		if answered {
+			rtt = at.Sub(sent)
+		}
+		return answered
+	})
+	if err == nil && !answered {
+		err = fmt.Errorf("%s: no ARP reply for %s within %s", n.Name, target, timeout)
+	}
+	return rtt, err
 }
 
 // MAC returns the hardware address of dev in n.

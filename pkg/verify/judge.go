@@ -559,7 +559,10 @@ func (v *Judge) clientAddr(name string) netip.Addr {
 
 func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome {
 	var r Outcome
-	replies, err := ProbeARP(ctx, from, c.Dev, c.ARP, 300*time.Millisecond)
+	probe, err := ProbeARP(ctx, from, c.Dev, c.ARP, ARPWindow)
+	if err == nil {
+		err = probe.Conclusive()
+	}
 	if err != nil {
 		return Outcome{Message: err.Error()}
 	}
@@ -574,7 +577,7 @@ func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome
 		}
 	}
 	var who []string
-	for _, rep := range replies {
+	for _, rep := range probe.Replies {
 		name := owners[rep.SenderMAC.String()]
 		if name == "" {
 			name = "?"
