@@ -125,6 +125,9 @@ func guestSetup() error {
 			return fmt.Errorf("mount /dev: %w", err)
 		}
 	}
+	if err := privateHostFiles(); err != nil {
+		return err
+	}
 	os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin")
 	_ = unix.Sethostname([]byte("lvslab-sandbox"))
 	l := &kmod.Loader{Dir: os.Getenv("LVSLAB_MODULES")}
@@ -135,6 +138,36 @@ func guestSetup() error {
 		return placeModules(l)
 	}
 	return l.Load(lab.KernelModules()...) // everything a lab may need
+}
+
+// privateHostFiles gives the guest its own copies of the host files that tools
+// in it edit: containerlab adds its nodes to /etc/hosts and writes an ssh
+// config under /etc/ssh/ssh_config.d. The guest's root is the host's (hostfs),
+// and nothing of the host's may change, so each becomes a guest-only file on
+// the guest's /run (a tmpfs). It also mounts the cgroup2 hierarchy, which a
+// container engine in the guest needs.
+func privateHostFiles() error {
+	if err := os.MkdirAll("/run/lvslab-guest", 0o755); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile("/etc/hosts"); err == nil {
+		own := "/run/lvslab-guest/hosts"
+		if err := os.WriteFile(own, b, 0o644); err != nil {
+			return err
+		}
+		if err := unix.Mount(own, "/etc/hosts", "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("guest /etc/hosts: %w", err)
+		}
+	}
+	if fi, err := os.Stat("/etc/ssh/ssh_config.d"); err == nil && fi.IsDir() {
+		if err := unix.Mount("tmpfs", "/etc/ssh/ssh_config.d", "tmpfs", 0, "mode=0755"); err != nil {
+			return fmt.Errorf("guest /etc/ssh/ssh_config.d: %w", err)
+		}
+	}
+	if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount /sys/fs/cgroup: %w", err)
+	}
+	return nil
 }
 
 // envBare, on the kernel command line, asks for a bare guest (Config.Bare).
