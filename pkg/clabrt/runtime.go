@@ -1,0 +1,258 @@
+// Package clabrt is the containerlab runtime: a lab's nodes as Docker containers
+// deployed by containerlab's own Go packages (github.com/srl-labs/containerlab
+// core), named and labelled as containerlab names them, so that a containerlab
+// user's habits work on them (docker exec -it clab-<lab>-<node>, containerlab
+// inspect). containerlab links each container's network namespace at
+// /run/netns/clab-<lab>-<node>, the name the netns runtime uses: everything
+// lvslab does inside a node (apply, web servers, verify) works on both.
+package clabrt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/srl-labs/containerlab/core"
+	clabruntime "github.com/srl-labs/containerlab/runtime"
+	"github.com/vishvananda/netlink"
+	"gopkg.in/yaml.v3"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/topo"
+)
+
+// Owner is the clab-owner label lvslab's labs carry: gc finds leftovers by it.
+const Owner = "lvslab"
+
+// Containerlab deploys a topology's nodes as containers. Linux nodes run Image
+// (unless the topology names one); bridge nodes are Linux bridges lvslab makes
+// first (containerlab's bridge kind expects one), named by BridgeName.
+type Containerlab struct {
+	// Host is the Docker API endpoint (unix:///run/...). containerlab's docker
+	// runtime reads it from DOCKER_HOST only, so Deploy and Destroy set that
+	// variable for this process when Host is not empty.
+	Host  string
+	Image string // the node image, built by lvslab image build
+	Dir   string // where the topology containerlab deploys is written (the lab's directory)
+	// Timeout bounds each container operation.
+	Timeout time.Duration
+}
+
+// Name implements topo.Runtime.
+func (Containerlab) Name() lab.Runtime { return lab.RuntimeContainerlab }
+
+// BridgeName is the Linux bridge lvslab makes for bridge node n of lab: unique
+// per lab and node, within the 15 characters of an interface name.
+func BridgeName(labName, n string) string {
+	h := fnv.New32a()
+	h.Write([]byte(labName + "/" + n))
+	return fmt.Sprintf("lvbr-%08x", h.Sum32())
+}
+
+// NodeNamespaces implements topo.Runtime: linux nodes get clab-<lab>-<node>,
+// which containerlab links to the container's namespace; a bridge lives in the
+// namespace of the engine's host and has no namespace of its own ("").
+func (c Containerlab) NodeNamespaces(t *topo.Topology) ([]state.Node, error) {
+	var nodes []state.Node
+	for _, n := range t.NodeNames() {
+		k := t.Nodes[n].Kind
+		ns := ""
+		if k != "bridge" {
+			ns = topo.NSName(t.Name, n)
+			if _, err := os.Stat(filepath.Join(node.NetnsDir, ns)); err == nil {
+				return nil, fmt.Errorf("lab %q: namespace %s already exists and is not lvslab's record of this lab; remove it or rename the lab", t.Name, ns)
+			}
+		}
+		nodes = append(nodes, state.Node{Name: n, Kind: k, Namespace: ns})
+	}
+	return nodes, nil
+}
+
+// clabTopology is the part of containerlab's topology file lvslab writes.
+type clabTopology struct {
+	Name   string `yaml:"name"`
+	Prefix string `yaml:"prefix,omitempty"`
+	Mgmt   struct {
+		Network        string `yaml:"network"`
+		SkipWhenUnused bool   `yaml:"skip-when-unused"`
+	} `yaml:"mgmt"`
+	Topology struct {
+		Nodes map[string]clabNode `yaml:"nodes"`
+		Links []clabLink          `yaml:"links"`
+	} `yaml:"topology"`
+}
+
+type clabNode struct {
+	Kind            string            `yaml:"kind"`
+	Image           string            `yaml:"image,omitempty"`
+	ImagePullPolicy string            `yaml:"image-pull-policy,omitempty"`
+	NetworkMode     string            `yaml:"network-mode,omitempty"`
+	Cmd             string            `yaml:"cmd,omitempty"`
+	Labels          map[string]string `yaml:"labels,omitempty"`
+}
+
+type clabLink struct {
+	Endpoints []string `yaml:"endpoints"`
+}
+
+// Render is the containerlab topology Deploy hands to containerlab: the
+// file's nodes and links, the local node image never pulled, no management
+// network (lvslab reaches nodes through their namespaces), and bridges under
+// their lab-unique names.
+func (c Containerlab) Render(t *topo.Topology) ([]byte, error) {
+	var out clabTopology
+	out.Name = t.Name
+	// No management network: every node is network-mode none, and with
+	// skip-when-unused containerlab makes no Docker network and leaves /etc/hosts
+	// alone (core/network.go skipMgmtNetwork).
+	out.Mgmt.Network, out.Mgmt.SkipWhenUnused = "clab", true
+	out.Topology.Nodes = map[string]clabNode{}
+	rename := func(n string) string {
+		if t.Nodes[n].Kind == "bridge" {
+			return BridgeName(t.Name, n)
+		}
+		return n
+	}
+	for _, n := range t.NodeNames() {
+		tn := t.Nodes[n]
+		cn := clabNode{Kind: tn.Kind, Labels: tn.Labels}
+		if tn.Kind != "bridge" {
+			cn.Image, cn.ImagePullPolicy, cn.Cmd, cn.NetworkMode = c.Image, "never", "sleep infinity", "none"
+		}
+		out.Topology.Nodes[rename(n)] = cn
+	}
+	for _, l := range t.Links {
+		var eps []string
+		for _, e := range []topo.Endpoint{l.A, l.B} {
+			eps = append(eps, rename(e.Node)+":"+e.Iface)
+		}
+		out.Topology.Links = append(out.Topology.Links, clabLink{Endpoints: eps})
+	}
+	return yaml.Marshal(out)
+}
+
+// Deploy implements topo.Runtime: the bridges first, then containerlab's deploy
+// of the rendered topology. On failure it removes what it made.
+func (c Containerlab) Deploy(ctx context.Context, t *topo.Topology) error {
+	nodes, err := c.NodeNamespaces(t)
+	if err != nil {
+		return err
+	}
+	if err := c.deploy(ctx, t); err != nil {
+		return errors.Join(fmt.Errorf("deploy %s in containers: %w", t.Name, err), c.Destroy(context.WithoutCancel(ctx), nodes))
+	}
+	return nil
+}
+
+func (c Containerlab) deploy(ctx context.Context, t *topo.Topology) error {
+	for _, n := range t.NodeNames() {
+		if t.Nodes[n].Kind != "bridge" {
+			continue
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName(t.Name, n)}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("bridge %s (%s): add: %w", n, br.Name, err)
+		}
+		if err := netlink.LinkSetUp(br); err != nil {
+			return fmt.Errorf("bridge %s (%s): up: %w", n, br.Name, err)
+		}
+	}
+	b, err := c.Render(t)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return err
+	}
+	file := filepath.Join(c.Dir, t.Name+".clab.yml")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		return err
+	}
+	cl, err := c.lab(core.WithTopoPath(file, nil))
+	if err != nil {
+		return err
+	}
+	opts, err := core.NewDeployOptions(uint(len(t.Nodes)))
+	if err != nil {
+		return err
+	}
+	if _, err := cl.Deploy(ctx, opts); err != nil {
+		return fmt.Errorf("containerlab: %w", err)
+	}
+	return nil
+}
+
+func (c Containerlab) lab(opts ...core.ClabOption) (*core.CLab, error) {
+	if c.Host != "" {
+		// containerlab's docker runtime takes its endpoint from the environment.
+		if err := os.Setenv("DOCKER_HOST", c.Host); err != nil {
+			return nil, err
+		}
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	opts = append([]core.ClabOption{
+		core.WithTimeout(timeout), // without it, containerlab's deadlines are zero
+		core.WithRuntime("docker", &clabruntime.RuntimeConfig{Timeout: timeout}),
+		core.WithLabOwner(Owner),
+	}, opts...)
+	return core.NewContainerLab(opts...)
+}
+
+// labName is the lab of a record's nodes: clab-<lab>-<node>.
+func labName(nodes []state.Node) (string, bool) {
+	for _, n := range nodes {
+		if n.Namespace != "" {
+			return strings.TrimSuffix(strings.TrimPrefix(n.Namespace, "clab-"), "-"+n.Name), true
+		}
+	}
+	return "", false
+}
+
+// Destroy implements topo.Runtime: containerlab's destroy of the lab's
+// containers (found by its labels, so a lab whose deploy was cut short goes
+// too), its lab directory, the bridges and any namespace link left behind.
+// Nodes already gone are not an error.
+func (c Containerlab) Destroy(ctx context.Context, nodes []state.Node) error {
+	name, ok := labName(nodes)
+	if !ok {
+		return nil
+	}
+	var errs []error
+	cl, err := c.lab(core.WithLabNameOnly(name))
+	if err == nil {
+		err = cl.Destroy(ctx, core.WithDestroyCleanup())
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("containerlab destroy %s: %w", name, err))
+	}
+	for _, n := range nodes {
+		if n.Kind == "bridge" {
+			if l, err := netlink.LinkByName(BridgeName(name, n.Name)); err == nil {
+				if err := netlink.LinkDel(l); err != nil {
+					errs = append(errs, fmt.Errorf("bridge %s: %w", n.Name, err))
+				}
+			}
+			continue
+		}
+		p := filepath.Join(node.NetnsDir, n.Namespace)
+		if _, err := os.Lstat(p); err == nil {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+			}
+		}
+	}
+	_ = os.Remove(filepath.Join(c.Dir, name+".clab.yml"))
+	return errors.Join(errs...)
+}
+
+var _ topo.Runtime = Containerlab{}
