@@ -36,9 +36,10 @@ type Backend interface {
 
 // UpOptions are lvslab up's.
 type UpOptions struct {
-	Scenario string // the file
-	Name     string // the lab's name, when not the scenario's
-	Keep     bool   // keep a half-built lab
+	Scenario string      // the file
+	Name     string      // the lab's name, when not the scenario's
+	Keep     bool        // keep a half-built lab
+	Runtime  lab.Runtime // how the nodes are made: netns (default) or containerlab
 }
 
 // ApplyOptions are lvslab apply's.

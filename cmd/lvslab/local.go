@@ -78,6 +78,7 @@ func (b *localBackend) Up(ctx context.Context, o UpOptions) error {
 		return err
 	}
 	r.Keep = o.Keep
+	r.RuntimeName = o.Runtime
 	t := time.Now()
 	l, err := r.Up(ctx, s)
 	if err != nil {

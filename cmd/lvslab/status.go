@@ -24,6 +24,11 @@ func writeStatus(w io.Writer, l *state.Lab) error {
 	fmt.Fprintln(tw, "  NODE\tKIND\tNAMESPACE\tADDRESSES")
 	nodes := l.Handles()
 	for _, n := range l.Nodes {
+		if n.Namespace == "" {
+			// A containerlab bridge: a Linux bridge of the engine's host.
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t\n", n.Name, n.Kind, "(engine host)")
+			continue
+		}
 		addrs, err := nodes[n.Name].Addresses()
 		a := strings.Join(addrs, ", ")
 		if err != nil {

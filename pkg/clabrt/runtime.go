@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	dockerC "github.com/docker/docker/client"
 	"github.com/srl-labs/containerlab/core"
 	clabruntime "github.com/srl-labs/containerlab/runtime"
 	"github.com/vishvananda/netlink"
@@ -43,6 +44,18 @@ type Containerlab struct {
 	Dir   string // where the topology containerlab deploys is written (the lab's directory)
 	// Timeout bounds each container operation.
 	Timeout time.Duration
+	// NoEngine: the engine is gone, and the containers with it; Destroy
+	// removes only the bridges and namespace links.
+	NoEngine bool
+}
+
+// Client returns an API client of the runtime's engine.
+func (c Containerlab) Client() (*dockerC.Client, error) {
+	opts := []dockerC.Opt{dockerC.FromEnv, dockerC.WithAPIVersionNegotiation()}
+	if c.Host != "" {
+		opts = append(opts, dockerC.WithHost(c.Host))
+	}
+	return dockerC.NewClientWithOpts(opts...)
 }
 
 // Name implements topo.Runtime.
@@ -228,12 +241,14 @@ func (c Containerlab) Destroy(ctx context.Context, nodes []state.Node) error {
 		return nil
 	}
 	var errs []error
-	cl, err := c.lab(core.WithLabNameOnly(name))
-	if err == nil {
-		err = cl.Destroy(ctx, core.WithDestroyCleanup())
-	}
-	if err != nil {
-		errs = append(errs, fmt.Errorf("containerlab destroy %s: %w", name, err))
+	if !c.NoEngine {
+		cl, err := c.lab(core.WithLabNameOnly(name))
+		if err == nil {
+			err = cl.Destroy(ctx, core.WithDestroyCleanup())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("containerlab destroy %s: %w", name, err))
+		}
 	}
 	for _, n := range nodes {
 		if n.Kind == "bridge" {

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/kmod"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
+	"github.com/lvslab/lvslab/pkg/sandbox"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/topo"
@@ -26,12 +28,13 @@ import (
 
 // Runner brings scenarios up and down on the kernel it runs on.
 type Runner struct {
-	Store   state.Store
-	Runtime topo.Runtime                 // how new labs' nodes are made; netns when nil
-	Self    string                       // the lvslab binary, run as the web daemon
-	Modules string                       // module tree to load IPVS from; the running kernel's when empty
-	Keep    bool                         // keep a half-built lab on failure, for inspection
-	Log     func(step string, err error) // called after each step; may be nil
+	Store       state.Store
+	Runtime     topo.Runtime                 // how new labs' nodes are made; netns when nil
+	RuntimeName lab.Runtime                  // containerlab: new labs in containers (overrides Runtime)
+	Self        string                       // the lvslab binary, run as the web daemon
+	Modules     string                       // module tree to load IPVS from; the running kernel's when empty
+	Keep        bool                         // keep a half-built lab on failure, for inspection
+	Log         func(step string, err error) // called after each step; may be nil
 }
 
 // New returns a Runner with the default state directory, running this binary.
@@ -43,13 +46,57 @@ func New() (*Runner, error) {
 	return &Runner{Store: state.Store{Dir: state.DefaultDir}, Self: self}, nil
 }
 
-// Runtime returns the topology runtime of that name.
-func Runtime(name lab.Runtime) (topo.Runtime, error) {
+// RuntimeFor returns the topology runtime of that name. For containerlab it
+// starts lvslab's own Docker engine first where lvslab runs one (inside the
+// sandbox kernel), and imports the node image, when deploy is set; a lab's
+// removal only needs the engine if it still runs.
+func (r *Runner) RuntimeFor(ctx context.Context, name lab.Runtime, deploy bool) (topo.Runtime, error) {
 	switch name {
 	case lab.RuntimeNetns, "":
 		return topo.Netns{}, nil
+	case lab.RuntimeContainerlab:
+		return r.containerlab(ctx, deploy)
 	}
-	return nil, fmt.Errorf("runtime %q is not available in this lvslab (netns)", name)
+	return nil, fmt.Errorf("runtime %q is not one of lvslab's (netns, containerlab)", name)
+}
+
+// engine is lvslab's own Docker engine, which runs inside the sandbox kernel;
+// on any other host lvslab uses the host's engine (DOCKER_HOST, or Docker's
+// default socket) and ok is false.
+func (r *Runner) engine() (e clabrt.Engine, ok bool) {
+	if os.Getenv(sandbox.EnvInSandbox) == "" {
+		return clabrt.Engine{}, false
+	}
+	return clabrt.Engine{Dir: filepath.Join(filepath.Dir(r.Store.Dir), "engine")}, true
+}
+
+func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, error) {
+	rt := clabrt.Containerlab{Image: clabrt.NodeImage, Dir: filepath.Join(filepath.Dir(r.Store.Dir), "clab")}
+	e, own := r.engine()
+	if own {
+		rt.Host = e.Host()
+		if !deploy {
+			if !e.Running(ctx) {
+				rt.Host = "" // gone with the engine: only bridges and links are left
+				rt.NoEngine = true
+			}
+			return rt, nil
+		}
+		if err := r.step("docker engine", e.Start(ctx)); err != nil {
+			return nil, err
+		}
+	}
+	if deploy {
+		cli, err := rt.Client()
+		if err != nil {
+			return nil, err
+		}
+		defer cli.Close()
+		if err := clabrt.EnsureImage(ctx, cli, rt.Image); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
 }
 
 func (r *Runner) step(name string, err error) error {
@@ -97,7 +144,13 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 		}
 	}
 	rt := r.Runtime
-	if rt == nil {
+	switch {
+	case r.RuntimeName == lab.RuntimeContainerlab:
+		var err error
+		if rt, err = r.RuntimeFor(ctx, r.RuntimeName, true); err != nil {
+			return nil, fmt.Errorf("up %s: %w", s.Name, err)
+		}
+	case rt == nil:
 		rt = topo.Netns{IPv6: s.Spec.IPv6()}
 	}
 	nodes, err := rt.NodeNamespaces(s.Topology)
@@ -330,7 +383,7 @@ func (r *Runner) Down(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := Runtime(l.Runtime)
+	rt, err := r.RuntimeFor(ctx, l.Runtime, false)
 	if err != nil {
 		return err
 	}
