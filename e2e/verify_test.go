@@ -112,6 +112,26 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(out).To(ContainSubstring("0 passed, 1 failed, 0 skipped"))
 	})
 
+	// A check that runs across a connection's expiry cannot be predicted for a
+	// count-weighing scheduler: the kernel's timer may fire on either side of a
+	// datagram. The model says so (a skip with the reason), never guesses.
+	It("skips, with the timer named, a check that runs across a connection's expiry", Label("expiry", "udp"), func() {
+		file := variant("scenarios/nat-udp.yaml", scheduler(lab.LC), timeouts(lab.Timeouts{UDP: 1}), func(s *scenario.Scenario) {
+			check := func(name string, n int) lab.Check {
+				return lab.Check{Name: name, From: "client", Dev: "eth1", UDP: netip.MustParseAddrPort("203.0.113.1:5353"),
+					Requests: n, Expect: lab.Expect{Model: true}}
+			}
+			s.Checks = []lab.Check{check("three datagrams", 3), check("datagrams for over a second", 400)}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(2), stderr)
+		Expect(results).To(HaveLen(2))
+		Expect(results[0].Passed).To(BeTrue(), results[0].Message)
+		Expect(results[1].Skipped).To(BeTrue(), "%+v", results[1])
+		Expect(results[1].Message).To(ContainSubstring("timing:"))
+		Expect(results[1].Errors).To(BeEmpty())
+	})
+
 	It("exits 2 when a check could not be judged and none failed, and 0 with --allow-skip", func(ctx context.Context) {
 		_, l := up("scenarios/nat-rr.yaml", "served")
 		got := verify.HTTPClient{From: l.Handles()["client"]}.Get(ctx, "http://203.0.113.1/", 3)
