@@ -417,8 +417,8 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 			}
 			fm := lab.Mark{Protocol: proto, Mark: m.Mark}
 			a, err := netip.ParseAddr(m.Destination)
-			if err != nil || !a.Is4() {
-				return ns, fail(f+".destination", "%q is not an IPv4 address (marks are set with legacy iptables)", m.Destination)
+			if err != nil || a.Zone() != "" || a.Is4In6() {
+				return ns, fail(f+".destination", "%q is not an IPv4 or IPv6 address", m.Destination)
 			}
 			fm.Destination = a
 			if m.Mark == 0 {
