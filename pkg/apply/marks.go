@@ -73,18 +73,28 @@ func openMarkBackend(ctx context.Context, n node.Node) (markBackend, error) {
 	return newIptablesMarks(n)
 }
 
-// refuseInitNetns fails when n's namespace is the network namespace of PID 1:
-// the host's own (or the sandbox guest's), which lvslab never writes to.
+// refuseInitNetns fails when n's namespace is the one lvslab itself runs in
+// (the host's, or the sandbox guest's), or that of PID 1 where lvslab may see
+// it: lvslab writes firewall marks only in its labs' namespaces. The calling
+// goroutine is not locked to a thread, so its thread is in the process's own
+// namespace: node.Do keeps every thread it moves locked until it is back.
 func refuseInitNetns(n node.Node) error {
-	var node, init unix.Stat_t
-	if err := unix.Stat(n.NSPath, &node); err != nil {
+	var ns unix.Stat_t
+	if err := unix.Stat(n.NSPath, &ns); err != nil {
 		return fmt.Errorf("%s: namespace %s: %w", n.Name, n.NSPath, err)
 	}
-	if err := unix.Stat("/proc/1/ns/net", &init); err != nil {
-		return fmt.Errorf("%s: the initial network namespace: %w", n.Name, err)
-	}
-	if node.Dev == init.Dev && node.Ino == init.Ino {
-		return fmt.Errorf("%s: namespace %s is the initial network namespace: lvslab writes firewall marks only in namespaces of its labs", n.Name, n.NSPath)
+	for _, home := range []string{"/proc/thread-self/ns/net", "/proc/1/ns/net"} {
+		var h unix.Stat_t
+		err := unix.Stat(home, &h)
+		if err != nil && home == "/proc/1/ns/net" {
+			continue // not ours to see (another user namespace, or hidepid)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: lvslab's own network namespace (%s): %w", n.Name, home, err)
+		}
+		if ns.Dev == h.Dev && ns.Ino == h.Ino {
+			return fmt.Errorf("%s: namespace %s is %s: lvslab writes firewall marks only in its labs' namespaces", n.Name, n.NSPath, home)
+		}
 	}
 	return nil
 }
@@ -130,10 +140,12 @@ func byFamily(marks []lab.Mark) []lab.Mark {
 	return out
 }
 
-// diffMarks plans n's firewall marks: read back from the kernel through the
-// node's backend, kept as long as they match want from the first rule on; the
-// rest is deleted from the end and want's remaining marks are appended. With
-// no marks wanted, lvslab's marks are removed when the previous spec had some.
+// diffMarks plans n's firewall marks, IPv4 and IPv6 each on their own: the
+// marks read back from the kernel through the node's backend are kept as long
+// as they match want's from the first rule on; the rest are deleted from the
+// end and want's remaining marks are appended. With no marks wanted, lvslab's
+// marks are removed when the previous spec had some; a table or chain of
+// lvslab's holding a rule lvslab does not write is removed and rewritten.
 func diffMarks(ctx context.Context, s *session, want, old lab.NodeSpec) ([]Change, error) {
 	if len(want.Marks) == 0 && len(old.Marks) == 0 {
 		return nil, nil // marks were never lvslab's business on this node
@@ -160,25 +172,29 @@ func diffMarks(ctx context.Context, s *session, want, old lab.NodeSpec) ([]Chang
 	if err != nil {
 		return nil, fmt.Errorf("firewall marks: %w", err)
 	}
-	wanted := byFamily(want.Marks)
-	keep := 0
-	for keep < len(have) && keep < len(wanted) && sameMark(have[keep], wanted[keep]) {
-		keep++
-	}
 	var out []Change
-	for i := len(have) - 1; i >= keep; i-- {
-		m := have[i]
-		out = append(out, Change{Node: want.Name, Resource: Marks, Object: markObject(m), Action: Delete, Detail: b.String(),
-			run: func(ctx context.Context, s *session) error {
-				b, err := s.markBackend(ctx)
-				if err != nil {
-					return err
-				}
-				return b.Delete(ctx, m)
-			}})
-	}
-	for _, m := range wanted[keep:] {
-		out = append(out, addMark(want.Name, b, m))
+	for _, six := range []bool{false, true} {
+		family := func(m lab.Mark) bool { return m.Destination.Is6() != six }
+		have := slices.DeleteFunc(slices.Clone(have), family)
+		wanted := slices.DeleteFunc(slices.Clone(want.Marks), family)
+		keep := 0
+		for keep < len(have) && keep < len(wanted) && sameMark(have[keep], wanted[keep]) {
+			keep++
+		}
+		for i := len(have) - 1; i >= keep; i-- {
+			m := have[i]
+			out = append(out, Change{Node: want.Name, Resource: Marks, Object: markObject(m), Action: Delete, Detail: b.String(),
+				run: func(ctx context.Context, s *session) error {
+					b, err := s.markBackend(ctx)
+					if err != nil {
+						return err
+					}
+					return b.Delete(ctx, m)
+				}})
+		}
+		for _, m := range wanted[keep:] {
+			out = append(out, addMark(want.Name, b, m))
+		}
 	}
 	return out, nil
 }

@@ -350,7 +350,10 @@ func markFromExprs(f nftables.TableFamily, exprs []expr.Any, setPorts func(set s
 	var m lab.Mark
 	var hasDst, hasProto, hasPorts, hasMark bool
 	foreign := func(i int, what string) (lab.Mark, error) {
-		return lab.Mark{}, fmt.Errorf("expression %d (%T) %s: %w", i, exprs[i], what, errForeignRule)
+		if what != "" {
+			what = " " + what
+		}
+		return lab.Mark{}, fmt.Errorf("expression %d (%T)%s: %w", i, exprs[i], what, errForeignRule)
 	}
 	// cmpAfter returns the data of the equality test of register reg that
 	// follows expression i.

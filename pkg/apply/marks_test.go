@@ -275,6 +275,8 @@ func TestDiffMarks(t *testing.T) {
 		{name: "families each in order", have: []lab.Mark{a, six, b}, want: []lab.Mark{six, a, b}},
 		{name: "one out of place", have: []lab.Mark{a, c, b}, want: []lab.Mark{a, b},
 			plan: []string{"delete " + markObject(b), "delete " + markObject(c), "add " + markObject(b)}},
+		{name: "the other family stays", have: []lab.Mark{a, c, six}, want: []lab.Mark{a, six},
+			plan: []string{"delete " + markObject(c)}},
 		{name: "order changed", have: []lab.Mark{a, b}, want: []lab.Mark{b, a},
 			plan: []string{"delete " + markObject(b), "delete " + markObject(a), "add " + markObject(b), "add " + markObject(a)}},
 		{name: "removed", have: []lab.Mark{a, b}, old: []lab.Mark{a, b}, plan: []string{"delete " + markObject(b), "delete " + markObject(a)}},
