@@ -49,13 +49,14 @@ var errForeignRule = errors.New("not a rule lvslab writes")
 // openMarkBackend returns the backend for n's namespace: nftables when the
 // kernel has nftables' ip family there, legacy iptables otherwise.
 //
-// Detection (nftProbe): a netlink socket of the nftables family is opened
-// inside n's namespace, and one batch that adds and deletes a table of family ip
-// ("lvslab-probe") is committed there, so nothing stays. A kernel without
-// nfnetlink refuses the socket (EPROTONOSUPPORT); one whose nf_tables lacks the
-// ip family (CONFIG_NF_TABLES_IPV4 unset, as in the sandbox kernel) refuses the
-// table (EOPNOTSUPP, or EAFNOSUPPORT on kernels that check the family first):
-// both mean legacy iptables. Any other failure is an error.
+// Detection (openNftMarks): a netlink socket of the nftables family is opened
+// inside n's namespace, and one batch that adds and deletes a table of family
+// ip ("lvslab-probe") is committed there, so nothing stays. A kernel without
+// nfnetlink refuses the socket (EPROTONOSUPPORT: the sandbox kernel, which
+// cannot load it); one whose nf_tables lacks the ip family
+// (CONFIG_NF_TABLES_IPV4 unset: the sandbox kernel with nf_tables loaded by
+// hand) refuses the table (EOPNOTSUPP, or EAFNOSUPPORT on kernels that check
+// the family first): both mean legacy iptables. Any other failure is an error.
 func openMarkBackend(ctx context.Context, n node.Node) (markBackend, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -222,8 +223,8 @@ func markObject(m lab.Mark) string {
 	return s + fmt.Sprintf(" mark %d", m.Mark)
 }
 
-// lookPath reports whether the legacy iptables binary path exists.
-func lookPath(path string) error {
+// needBinary fails, saying how to install it, when the binary at path is missing.
+func needBinary(path string) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("firewall marks need %s (apt-get install iptables): %w", path, err)
 	}

@@ -60,7 +60,7 @@ type iptablesMarks struct {
 }
 
 func newIptablesMarks(n node.Node) (*iptablesMarks, error) {
-	if err := lookPath(IptablesLegacy); err != nil {
+	if err := needBinary(IptablesLegacy); err != nil {
 		return nil, fmt.Errorf("%s: %w", n.Name, err)
 	}
 	return &iptablesMarks{node: n, fams: [2]*xtFamily{
@@ -84,7 +84,7 @@ func (b *iptablesMarks) family(a netip.Addr) *xtFamily {
 // iptables returns the family's go-iptables handle, made when first needed.
 func (b *iptablesMarks) iptables(f *xtFamily) (*iptables.IPTables, error) {
 	if f.ipt == nil {
-		if err := lookPath(f.path); err != nil {
+		if err := needBinary(f.path); err != nil {
 			return nil, fmt.Errorf("%s: %w", b.node.Name, err)
 		}
 		proto := iptables.ProtocolIPv4

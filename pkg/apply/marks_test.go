@@ -315,3 +315,17 @@ func TestDiffMarks(t *testing.T) {
 		})
 	}
 }
+
+// lvslab's own network namespace (the host's) is never a node's: the guard is
+// tested alone, so that a broken guard cannot let a test write to the host.
+func TestRefuseOwnNetns(t *testing.T) {
+	for _, p := range []string{"/proc/thread-self/ns/net", "/proc/self/ns/net"} {
+		err := refuseInitNetns(node.Node{Name: "host", NSPath: p})
+		if err == nil || !strings.Contains(err.Error(), "only in its labs' namespaces") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if err := refuseInitNetns(node.Node{Name: "gone", NSPath: "/run/netns/lvslab-no-such-namespace"}); err == nil {
+		t.Error("a missing namespace passed")
+	}
+}
