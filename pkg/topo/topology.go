@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -236,6 +238,11 @@ func Parse(file string, data []byte) (*Topology, error) {
 			return nil, fail(field+".kind", "missing (linux or bridge)")
 		default:
 			return nil, fail(field+".kind", "%q is not supported (linux, bridge)", rn.Kind)
+		}
+		for _, k := range slices.Sorted(maps.Keys(rn.Labels)) {
+			if rn.Labels[k] == "" {
+				return nil, fail(field+".labels."+k, "%q: a label needs a value (containerlab's schema requires one)", rn.Labels[k])
+			}
 		}
 		t.Nodes[name] = Node{Name: name, Kind: rn.Kind, Image: rn.Image, Labels: rn.Labels}
 	}
