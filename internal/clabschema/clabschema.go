@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
@@ -132,7 +133,8 @@ func (s *Schema) ValidateFile(file string) error {
 // jsonValue turns a decoded YAML document into the values a JSON document has,
 // which is what the validator takes: mappings become map[string]any. yaml.v3
 // gives map[string]any when every key is a string; a mapping with other keys
-// (e.g. `1: x`) gets them as text, as a YAML-aware editor's validator sees them.
+// (e.g. `1: x`) gets them as text, as a YAML-aware editor's validator sees them,
+// and a timestamp becomes text too.
 func jsonValue(v any) (any, error) {
 	switch v := v.(type) {
 	case map[string]any:
@@ -167,6 +169,13 @@ func jsonValue(v any) (any, error) {
 		return out, nil
 	case nil, string, bool, int, int64, uint64, float64:
 		return v, nil
+	case time.Time:
+		// yaml.v3 gives an unquoted timestamp as time.Time; JSON has only text
+		// for it. Its original spelling is gone: a date alone comes back as one.
+		if v.Equal(v.Truncate(24 * time.Hour)) {
+			return v.Format(time.DateOnly), nil
+		}
+		return v.Format(time.RFC3339Nano), nil
 	default:
 		return nil, fmt.Errorf("YAML value %v (%T) has no JSON form", v, v)
 	}
