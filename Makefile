@@ -17,7 +17,7 @@ GINKGO_FLAGS := --randomize-all --fail-on-pending --fail-on-empty --keep-going \
 	--junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hosttest hostkernel stress hostsnap-before hostsnap-after bench fuzz clean
+.PHONY: deps build lab-up lab-down test unit e2e privileged hostnft hosttest hostkernel stress hostsnap-before hostsnap-after bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -47,7 +47,7 @@ lab-down: build
 # The host's network namespace is snapshotted before and compared after: lvslab
 # must touch nothing of the host's (addresses, routes, rules, net sysctls,
 # nft/iptables rulesets, /run/netns).
-test: deps build hostsnap-before unit privileged hosttest hostkernel e2e hostsnap-after
+test: deps build hostsnap-before unit privileged hostnft hosttest hostkernel e2e hostsnap-after
 
 hostsnap-before:
 	@mkdir -p $(REPORT)
@@ -64,8 +64,16 @@ unit:
 	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 # Package tests that need root and a kernel with IPVS (namespaces, veth, netlink).
+# Firewall marks there must get the legacy iptables backend (no nftables ip family).
 privileged: build
-	$(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/ ./pkg/runner/
+	LVSLAB_REQUIRE_MARKS=iptables-legacy $(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/ ./pkg/runner/ ./pkg/apply/
+
+# Firewall marks on this machine's own kernel, which has nftables (and no IPVS): in
+# two throwaway namespaces, as root, the nftables backend (and legacy iptables
+# forced, where the kernel has both) must mark exactly the packets to the marked
+# ports, and leave nothing behind. Fails, not skips, when it cannot run.
+hostnft:
+	LVSLAB_REQUIRE_MARKS=nftables $(GO) test -count=1 -run '^TestMarksOnKernel$$' -v ./pkg/apply/
 
 # The suite is compiled on the host, then the Ginkgo CLI runs it inside a fresh
 # sandbox kernel. LABELS=nat (a Ginkgo label filter) runs a part.

@@ -57,6 +57,7 @@ type Change struct {
 	Detail   string // what it becomes, or what it is now, for people
 
 	exec func(*session) error
+	run  func(context.Context, *session) error // instead of exec, for writes that take a context
 }
 
 func (c Change) String() string {
@@ -69,10 +70,11 @@ func (c Change) String() string {
 
 // session holds one node's handles, opened when first needed.
 type session struct {
-	node node.Node
-	nl   *netlink.Handle
-	ipvs IPVS
-	done []func()
+	node  node.Node
+	nl    *netlink.Handle
+	ipvs  IPVS
+	marks markBackend
+	done  []func()
 }
 
 func (s *session) netlink() (*netlink.Handle, error) {
@@ -163,7 +165,7 @@ func (h *Handles) Diff(ctx context.Context, desired lab.Spec, previous *lab.Spec
 		if err != nil {
 			return err
 		}
-		ch, err := diffNode(s, want, old)
+		ch, err := diffNode(ctx, s, want, old)
 		all = append(all, ch...)
 		return err
 	}
@@ -202,7 +204,12 @@ func (h *Handles) Execute(ctx context.Context, changes []Change) error {
 		if err != nil {
 			return err
 		}
-		if err := c.exec(s); err != nil {
+		if c.run != nil {
+			err = c.run(ctx, s)
+		} else {
+			err = c.exec(s)
+		}
+		if err != nil {
 			return fmt.Errorf("%s %s %s %s: %w", c.Node, c.Action, c.Resource, c.Object, err)
 		}
 	}
@@ -228,10 +235,11 @@ func Diff(ctx context.Context, nodes map[string]node.Node, desired lab.Spec, pre
 }
 
 // diffNode plans one node's changes, resource by resource.
-func diffNode(s *session, want, old lab.NodeSpec) ([]Change, error) {
+func diffNode(ctx context.Context, s *session, want, old lab.NodeSpec) ([]Change, error) {
 	var all []Change
+	marks := func(s *session, want, old lab.NodeSpec) ([]Change, error) { return diffMarks(ctx, s, want, old) }
 	for _, diff := range []func(*session, lab.NodeSpec, lab.NodeSpec) ([]Change, error){
-		diffSysctls, diffAddresses, diffRoutes, diffTimeouts, diffServices, diffMarks,
+		diffSysctls, diffAddresses, diffRoutes, diffTimeouts, diffServices, marks,
 	} {
 		ch, err := diff(s, want, old)
 		if err != nil {
@@ -465,17 +473,6 @@ func diffServices(s *session, want, old lab.NodeSpec) ([]Change, error) {
 		return nil, err
 	}
 	return DiffIPVS(want.Name, h, want.Services)
-}
-
-func diffMarks(s *session, want, old lab.NodeSpec) ([]Change, error) {
-	switch {
-	case len(want.Marks) > 0:
-		return diffMarkChain(s.node, want.Marks)
-	case len(old.Marks) > 0:
-		return []Change{{Node: want.Name, Resource: Marks, Object: MarkChain, Action: Delete,
-			exec: func(s *session) error { return removeMarks(s.node) }}}, nil
-	}
-	return nil, nil
 }
 
 func hasAddr(h *netlink.Handle, link netlink.Link, a lab.Address) (bool, error) {

@@ -13,10 +13,6 @@ import (
 	dockerC "github.com/docker/docker/client"
 )
 
-// NodeImage is the image of lvslab's container nodes, made locally (no
-// registry is needed or reachable).
-const NodeImage = "lvslab/node:base"
-
 // EnsureImage imports the node image into the engine unless it has it: a root
 // file system of the host's busybox (sh, sleep and the small tools a node is
 // poked with) and the libraries it loads, with sleep infinity as its command

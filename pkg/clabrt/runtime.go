@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,8 +20,8 @@ import (
 	"github.com/srl-labs/containerlab/core"
 	clabruntime "github.com/srl-labs/containerlab/runtime"
 	"github.com/vishvananda/netlink"
-	"gopkg.in/yaml.v3"
 
+	"github.com/lvslab/lvslab/pkg/clab"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -61,14 +60,6 @@ func (c Containerlab) Client() (*dockerC.Client, error) {
 // Name implements topo.Runtime.
 func (Containerlab) Name() lab.Runtime { return lab.RuntimeContainerlab }
 
-// BridgeName is the Linux bridge lvslab makes for bridge node n of lab: unique
-// per lab and node, within the 15 characters of an interface name.
-func BridgeName(labName, n string) string {
-	h := fnv.New32a()
-	h.Write([]byte(labName + "/" + n))
-	return fmt.Sprintf("lvbr-%08x", h.Sum32())
-}
-
 // NodeNamespaces implements topo.Runtime: linux nodes get clab-<lab>-<node>,
 // which containerlab links to the container's namespace; a bridge lives in the
 // namespace of the engine's host and has no namespace of its own ("").
@@ -88,67 +79,12 @@ func (c Containerlab) NodeNamespaces(t *topo.Topology) ([]state.Node, error) {
 	return nodes, nil
 }
 
-// clabTopology is the part of containerlab's topology file lvslab writes.
-type clabTopology struct {
-	Name   string `yaml:"name"`
-	Prefix string `yaml:"prefix,omitempty"`
-	Mgmt   struct {
-		Network        string `yaml:"network"`
-		SkipWhenUnused bool   `yaml:"skip-when-unused"`
-	} `yaml:"mgmt"`
-	Topology struct {
-		Nodes map[string]clabNode `yaml:"nodes"`
-		Links []clabLink          `yaml:"links"`
-	} `yaml:"topology"`
-}
-
-type clabNode struct {
-	Kind            string            `yaml:"kind"`
-	Image           string            `yaml:"image,omitempty"`
-	ImagePullPolicy string            `yaml:"image-pull-policy,omitempty"`
-	NetworkMode     string            `yaml:"network-mode,omitempty"`
-	Cmd             string            `yaml:"cmd,omitempty"`
-	Labels          map[string]string `yaml:"labels,omitempty"`
-}
-
-type clabLink struct {
-	Endpoints []string `yaml:"endpoints"`
-}
-
-// Render is the containerlab topology Deploy hands to containerlab: the
-// file's nodes and links, the local node image never pulled, no management
-// network (lvslab reaches nodes through their namespaces), and bridges under
-// their lab-unique names.
-func (c Containerlab) Render(t *topo.Topology) ([]byte, error) {
-	var out clabTopology
-	out.Name = t.Name
-	// No management network: every node is network-mode none, and with
-	// skip-when-unused containerlab makes no Docker network and leaves /etc/hosts
-	// alone (core/network.go skipMgmtNetwork).
-	out.Mgmt.Network, out.Mgmt.SkipWhenUnused = "clab", true
-	out.Topology.Nodes = map[string]clabNode{}
-	rename := func(n string) string {
-		if t.Nodes[n].Kind == "bridge" {
-			return BridgeName(t.Name, n)
-		}
-		return n
-	}
-	for _, n := range t.NodeNames() {
-		tn := t.Nodes[n]
-		cn := clabNode{Kind: tn.Kind, Labels: tn.Labels}
-		if tn.Kind != "bridge" {
-			cn.Image, cn.ImagePullPolicy, cn.Cmd, cn.NetworkMode = c.Image, "never", "sleep infinity", "none"
-		}
-		out.Topology.Nodes[rename(n)] = cn
-	}
-	for _, l := range t.Links {
-		var eps []string
-		for _, e := range []topo.Endpoint{l.A, l.B} {
-			eps = append(eps, rename(e.Node)+":"+e.Iface)
-		}
-		out.Topology.Links = append(out.Topology.Links, clabLink{Endpoints: eps})
-	}
-	return yaml.Marshal(out)
+// Map is the containerlab lab Deploy hands to containerlab (pkg/clab): the
+// file's nodes and links, linux nodes in lvslab's node image (never pulled)
+// unless the file names another, no management interface, and bridges and
+// their ports under lab-unique names.
+func (c Containerlab) Map(t *topo.Topology) (*clab.Lab, error) {
+	return clab.Map(t, t.Name, clab.Options{Image: c.Image})
 }
 
 // Deploy implements topo.Runtime: the bridges first, then containerlab's deploy
@@ -165,27 +101,27 @@ func (c Containerlab) Deploy(ctx context.Context, t *topo.Topology) error {
 }
 
 func (c Containerlab) deploy(ctx context.Context, t *topo.Topology) error {
-	for _, n := range t.NodeNames() {
-		if t.Nodes[n].Kind != "bridge" {
-			continue
-		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName(t.Name, n)}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("bridge %s (%s): add: %w", n, br.Name, err)
-		}
-		if err := netlink.LinkSetUp(br); err != nil {
-			return fmt.Errorf("bridge %s (%s): up: %w", n, br.Name, err)
-		}
-	}
-	b, err := c.Render(t)
+	l, err := c.Map(t)
 	if err != nil {
 		return err
+	}
+	for _, b := range l.Bridges {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: b.Name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("bridge %s (%s): add: %w", b.Node, b.Name, err)
+		}
+		if err := netlink.LinkSetAlias(br, b.Alias); err != nil {
+			return fmt.Errorf("bridge %s (%s): alias: %w", b.Node, b.Name, err)
+		}
+		if err := netlink.LinkSetUp(br); err != nil {
+			return fmt.Errorf("bridge %s (%s): up: %w", b.Node, b.Name, err)
+		}
 	}
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return err
 	}
 	file := filepath.Join(c.Dir, t.Name+".clab.yml")
-	if err := os.WriteFile(file, b, 0o644); err != nil {
+	if err := l.WriteFile(file); err != nil {
 		return err
 	}
 	cl, err := c.lab(core.WithTopoPath(file, nil))
@@ -252,7 +188,7 @@ func (c Containerlab) Destroy(ctx context.Context, nodes []state.Node) error {
 	}
 	for _, n := range nodes {
 		if n.Kind == "bridge" {
-			if l, err := netlink.LinkByName(BridgeName(name, n.Name)); err == nil {
+			if l, err := netlink.LinkByName(clab.BridgeName(name, n.Name)); err == nil {
 				if err := netlink.LinkDel(l); err != nil {
 					errs = append(errs, fmt.Errorf("bridge %s: %w", n.Name, err))
 				}

@@ -194,9 +194,17 @@ func (s Scheduler) HasFlag(f SchedFlag) bool { return slices.Contains(s.Flags(),
 // ModuleIPVS is the IPVS core module.
 const ModuleIPVS = "ip_vs"
 
-// MarkModules are the kernel modules firewall marks need (legacy iptables).
+// MarkModules are the kernel modules IPv4 firewall marks need with legacy
+// iptables, the backend of kernels without nftables' ip family (the sandbox
+// kernel's). nftables, where the kernel has it, needs only nf_tables, which the
+// kernel loads itself when lvslab first talks to it.
 func MarkModules() []string {
 	return []string{"ip_tables", "iptable_mangle", "xt_mark", "xt_multiport"}
+}
+
+// MarkModules6 are those IPv6 firewall marks need with legacy iptables.
+func MarkModules6() []string {
+	return []string{"ip6_tables", "ip6table_mangle", "xt_mark", "xt_multiport"}
 }
 
 // KernelModules are the modules any lab may need: links, bridges, tunnels, IPv6,
@@ -207,7 +215,8 @@ func KernelModules() []string {
 		mods = append(mods, s.Module())
 	}
 	mods = append(mods, "ipip", "ipv6")
-	return append(mods, MarkModules()...)
+	mods = append(mods, MarkModules()...)
+	return append(mods, MarkModules6()...) // xt_mark and xt_multiport twice: loading is idempotent
 }
 
 // DefaultTimeout is the persistence timeout ipvsadm uses for -p without a value.

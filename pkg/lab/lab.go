@@ -33,7 +33,7 @@ type NodeSpec struct {
 	Sysctls   []Sysctl
 	Services  []Service // IPVS virtual services (the director)
 	Timeouts  *Timeouts // IPVS connection timeouts (ipvsadm --set); nil to leave them
-	Marks     []Mark    // firewall marks (mangle PREROUTING)
+	Marks     []Mark    // firewall marks (at prerouting, where iptables' mangle table is)
 	Web       *Web      // built-in web server, nil for none
 	Commands  [][]string
 }
@@ -93,6 +93,12 @@ func (s *Spec) Modules() []string {
 		}
 		if len(n.Marks) > 0 {
 			add(MarkModules()...)
+		}
+		for _, m := range n.Marks {
+			if m.Destination.Is6() {
+				add("ipv6")
+				add(MarkModules6()...)
+			}
 		}
 		for _, a := range n.Addresses {
 			if a.Dev == "tunl0" {
@@ -188,9 +194,11 @@ type Web struct {
 	UDP   []uint16 // each datagram is answered with the node's name
 }
 
-// Mark sets a firewall mark on packets to Destination on any of Ports, as
-// `iptables -t mangle -A PREROUTING -d VIP -p tcp -m multiport --dports 80,443
-// -j MARK --set-mark 10` does; an IPVS firewall-mark service then takes them.
+// Mark sets a firewall mark on packets to Destination (IPv4 or IPv6) on any of
+// Ports, as `iptables -t mangle -A PREROUTING -d VIP -p tcp -m multiport
+// --dports 80,443 -j MARK --set-mark 10` (or nftables' `ip daddr VIP tcp dport {
+// 80, 443 } meta mark set 10` at priority mangle) does; an IPVS firewall-mark
+// service then takes them.
 type Mark struct {
 	Protocol    Protocol
 	Destination netip.Addr

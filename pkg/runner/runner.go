@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/clab"
 	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/kmod"
 	"github.com/lvslab/lvslab/pkg/lab"
@@ -71,7 +72,7 @@ func (r *Runner) engine() (e clabrt.Engine, ok bool) {
 }
 
 func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, error) {
-	rt := clabrt.Containerlab{Image: clabrt.NodeImage, Dir: filepath.Join(filepath.Dir(r.Store.Dir), "clab")}
+	rt := clabrt.Containerlab{Image: clab.NodeImage(""), Dir: filepath.Join(filepath.Dir(r.Store.Dir), "clab")}
 	e, own := r.engine()
 	if own {
 		rt.Host = e.Host()

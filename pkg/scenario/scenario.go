@@ -417,10 +417,10 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 			}
 			fm := lab.Mark{Protocol: proto, Mark: m.Mark}
 			a, err := netip.ParseAddr(m.Destination)
-			if err != nil || !a.Is4() {
-				return ns, fail(f+".destination", "%q is not an IPv4 address (marks are set with legacy iptables)", m.Destination)
+			if err != nil || a.Zone() != "" {
+				return ns, fail(f+".destination", "%q is not an IPv4 or IPv6 address", m.Destination)
 			}
-			fm.Destination = a
+			fm.Destination = a.Unmap() // an IPv4-mapped address is the IPv4 address, as for services
 			if m.Mark == 0 {
 				return ns, fail(f+".mark", "missing or 0 (a firewall mark is 1..4294967295)")
 			}

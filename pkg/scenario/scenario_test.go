@@ -146,3 +146,32 @@ nodes:
 		t.Errorf("real server %s, want 198.51.100.11:80", got)
 	}
 }
+
+// Marks go to IPv4 or IPv6 destinations (an IPv4-mapped one is IPv4); a zone
+// is not part of a packet's destination.
+func TestMarkDestinations(t *testing.T) {
+	load := func(dst string) (*Scenario, error) {
+		return Parse("../../scenarios/x.yaml", []byte(`version: 1
+topology: ../topologies/lvs-nat.clab.yml
+nodes:
+  director:
+    firewall:
+      marks: [{protocol: tcp, destination: "`+dst+`", ports: [443, 80], mark: 10}]
+`))
+	}
+	for dst, want := range map[string]string{"203.0.113.1": "203.0.113.1", "2001:db8::1": "2001:db8::1", "::ffff:203.0.113.1": "203.0.113.1"} {
+		s, err := load(dst)
+		if err != nil {
+			t.Fatalf("%s: %v", dst, err)
+		}
+		d, _ := s.Spec.Node("director")
+		if got := d.Marks[0].Destination; got != netip.MustParseAddr(want) {
+			t.Errorf("%s: destination %s, want %s", dst, got, want)
+		}
+	}
+	for _, dst := range []string{"fe80::1%eth1", "203.0.113.0/24", "x"} {
+		if _, err := load(dst); err == nil || !strings.Contains(err.Error(), "is not an IPv4 or IPv6 address") {
+			t.Errorf("%s: %v", dst, err)
+		}
+	}
+}

@@ -12,11 +12,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -208,6 +212,9 @@ func Parse(file string, data []byte) (*Topology, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, YAMLError(file, err)
 	}
+	if err := checkScalars(data); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
 	if raw.Name == "" {
 		return nil, fail("name", "missing (the lab name)")
 	}
@@ -236,6 +243,11 @@ func Parse(file string, data []byte) (*Topology, error) {
 			return nil, fail(field+".kind", "missing (linux or bridge)")
 		default:
 			return nil, fail(field+".kind", "%q is not supported (linux, bridge)", rn.Kind)
+		}
+		for _, k := range slices.Sorted(maps.Keys(rn.Labels)) {
+			if rn.Labels[k] == "" {
+				return nil, fail(field+".labels."+k, "%q: a label needs a value (containerlab's schema requires one)", rn.Labels[k])
+			}
 		}
 		t.Nodes[name] = Node{Name: name, Kind: rn.Kind, Image: rn.Image, Labels: rn.Labels}
 	}
@@ -277,4 +289,116 @@ func Parse(file string, data []byte) (*Topology, error) {
 		return nil, errors.New(file + ": topology.links: no links")
 	}
 	return t, nil
+}
+
+// checkScalars checks the YAML types of the values lvslab reads as text, which
+// yaml.v3 turns into Go strings whatever their type but containerlab's schema
+// tells apart: the lab name, a node's kind and image and the link endpoints must
+// be strings (name: 123 is an integer), and a label a string or a number not below
+// zero. It reads data as a YAML-to-JSON validator does (aliases and merge keys
+// resolved); Parse has already decoded data once, so its shape is right.
+func checkScalars(data []byte) error {
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	top := asMap(doc)
+	if err := textValue("name", top["name"]); err != nil {
+		return err
+	}
+	topology := asMap(top["topology"])
+	nodes := asMap(topology["nodes"])
+	for _, name := range slices.Sorted(maps.Keys(nodes)) {
+		node := asMap(nodes[name])
+		for _, key := range []string{"kind", "image"} {
+			if err := textValue("topology.nodes."+name+"."+key, node[key]); err != nil {
+				return err
+			}
+		}
+		if image, ok := node["image"]; ok && image == nil {
+			return fmt.Errorf("topology.nodes.%s.image: empty (name an image, or leave the key out)", name)
+		}
+		labels := asMap(node["labels"])
+		for _, k := range slices.Sorted(maps.Keys(labels)) {
+			if err := labelValue("topology.nodes."+name+".labels."+k, labels[k]); err != nil {
+				return err
+			}
+		}
+	}
+	links, _ := topology["links"].([]any)
+	for i, l := range links {
+		eps, _ := asMap(l)["endpoints"].([]any)
+		for j, e := range eps {
+			if err := textValue(fmt.Sprintf("topology.links[%d].endpoints[%d]", i, j), e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// asMap is a decoded YAML mapping with its keys as text, or nil.
+func asMap(v any) map[string]any {
+	switch m := v.(type) {
+	case map[string]any:
+		return m
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, e := range m {
+			out[fmt.Sprint(k)] = e
+		}
+		return out
+	}
+	return nil
+}
+
+// textValue fails unless v is a YAML string (a timestamp is text to a JSON
+// validator, and null is reported as missing by Parse's own checks).
+func textValue(field string, v any) error {
+	switch v.(type) {
+	case nil, string, time.Time:
+		return nil
+	}
+	return fmt.Errorf("%s: %v is a YAML %s, not a string (quote it)", field, v, yamlType(v))
+}
+
+// labelValue fails unless v is a string or a number not below zero, as
+// containerlab's schema wants a label (an empty one is reported by Parse).
+func labelValue(field string, v any) error {
+	var n float64
+	switch x := v.(type) {
+	case nil, string, time.Time:
+		return nil
+	case int:
+		n = float64(x)
+	case int64:
+		n = float64(x)
+	case uint64:
+		n = float64(x)
+	case float64:
+		n = x
+	default:
+		return fmt.Errorf("%s: %v is a YAML %s: a label is a string or a number (quote it)", field, v, yamlType(v))
+	}
+	if n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+		return fmt.Errorf("%s: %v: a label is a string or a number not below zero (quote it)", field, v)
+	}
+	return nil
+}
+
+// yamlType names the YAML type of a decoded value.
+func yamlType(v any) string {
+	switch v.(type) {
+	case bool:
+		return "bool"
+	case int, int64, uint64:
+		return "int"
+	case float64:
+		return "float"
+	case map[string]any, map[any]any:
+		return "mapping"
+	case []any:
+		return "sequence"
+	}
+	return fmt.Sprintf("%T", v)
 }
