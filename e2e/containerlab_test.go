@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -62,13 +63,14 @@ func dockerExec(ctx context.Context, name string, argv ...string) string {
 	return b.String()
 }
 
-// lvbridges lists the Linux bridges lvslab made for container labs.
-func lvbridges() []string {
+// lvbridges lists the Linux bridges lvslab made for a container lab (their
+// ifalias names the lab).
+func lvbridges(labName string) []string {
 	links, err := netlink.LinkList()
 	Expect(err).NotTo(HaveOccurred())
 	var out []string
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "lvbr-") {
+		if strings.HasPrefix(l.Attrs().Alias, "lvslab lab="+labName+" ") {
 			out = append(out, l.Attrs().Name)
 		}
 	}
@@ -99,7 +101,7 @@ var _ = Describe("The containerlab runtime", Ordered, Label("containerlab", "slo
 		Expect(code).To(Equal(0), stderr)
 		Expect(containersOf(ctx, name)).To(BeEmpty())
 		Expect(namespacesOf(name)).To(BeEmpty())
-		Expect(lvbridges()).To(BeEmpty())
+		Expect(lvbridges(name)).To(BeEmpty())
 	})
 
 	It("runs each node as a container named and labelled as containerlab names them", func(ctx context.Context) {
@@ -179,3 +181,36 @@ func kernelModel(s *scenario.Scenario, l *state.Lab) *verify.Sim {
 	}
 	return sim
 }
+
+// The DR segment in containers reproduces ARP flux (dr-arp-flux: the real
+// servers' VIP on lo, arp_ignore/arp_announce left at 0); after a crash of
+// lvslab (its record lost), gc finds the containers by lvslab's label and the
+// bridge by its alias.
+var _ = Describe("The containerlab runtime on the DR segment", Ordered, Label("containerlab", "slow", "arp"), func() {
+	const name = "clabdr"
+
+	It("reproduces ARP flux: the director and both real servers answer for the VIP", func(ctx context.Context) {
+		_, stderr, code := lv("up", "--runtime", "containerlab", "--name", name, "scenarios/dr-arp-flux.yaml")
+		Expect(code).To(Equal(0), stderr)
+		results, stderr, code := verifyJSON(name)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(1))
+		Expect(results[0].Passed).To(BeTrue(), results[0].Message)
+		var who []string
+		for _, r := range results[0].Replies {
+			who = append(who, r.Node)
+		}
+		Expect(who).To(ConsistOf("director", "web1", "web2"))
+	})
+
+	It("gc removes a lab whose record is lost: its containers, bridge and links", func(ctx context.Context) {
+		Expect(containersOf(ctx, name)).To(HaveLen(4))
+		Expect(lvbridges(name)).To(HaveLen(1))
+		Expect(os.Remove(filepath.Join(state.DefaultDir, name+".json"))).To(Succeed())
+		_, stderr, code := lv("gc")
+		Expect(code).To(Equal(0), stderr)
+		Expect(namespacesOf(name)).To(BeEmpty())
+		Expect(lvbridges(name)).To(BeEmpty())
+		Expect(engine().Running(ctx)).To(BeFalse(), "gc stops lvslab's engine once no lab needs it")
+	})
+})

@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	dockerC "github.com/docker/docker/client"
 	"github.com/srl-labs/containerlab/core"
 	clabruntime "github.com/srl-labs/containerlab/runtime"
@@ -165,6 +168,81 @@ func labName(nodes []state.Node) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Leftovers names the labs whose containers (lvslab's label) or bridges
+// (lvslab's ifalias) still exist: after a crash, or a record lost.
+func (c Containerlab) Leftovers(ctx context.Context) ([]string, error) {
+	seen := map[string]bool{}
+	if !c.NoEngine {
+		cli, err := c.Client()
+		if err != nil {
+			return nil, err
+		}
+		defer cli.Close()
+		if _, err := cli.Ping(ctx); err == nil {
+			cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", clab.LabelLab))})
+			if err != nil {
+				return nil, fmt.Errorf("list lvslab's containers: %w", err)
+			}
+			for _, ct := range cs {
+				seen[ct.Labels[clab.LabelLab]] = true
+			}
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		if lab, ok := strings.CutPrefix(l.Attrs().Alias, "lvslab lab="); ok {
+			name, _, _ := strings.Cut(lab, " ")
+			seen[name] = true
+		}
+	}
+	var out []string
+	for name := range seen {
+		if name != "" {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// DestroyLab removes a lab known only by its name: its containers, the
+// bridges whose alias names it (and their ports with them), namespace links.
+func (c Containerlab) DestroyLab(ctx context.Context, name string) error {
+	var errs []error
+	if !c.NoEngine {
+		cl, err := c.lab(core.WithLabNameOnly(name))
+		if err == nil {
+			err = cl.Destroy(ctx, core.WithDestroyCleanup())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("containerlab destroy %s: %w", name, err))
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, l := range links {
+		if a := l.Attrs().Alias; strings.HasPrefix(a, "lvslab lab="+name+" ") {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("bridge %s: %w", l.Attrs().Name, err))
+			}
+		}
+	}
+	ents, _ := os.ReadDir(node.NetnsDir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "clab-"+name+"-") && e.Type()&os.ModeSymlink != 0 {
+			if err := os.Remove(filepath.Join(node.NetnsDir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Destroy implements topo.Runtime: containerlab's destroy of the lab's

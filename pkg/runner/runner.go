@@ -93,6 +93,9 @@ func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, e
 			return nil, err
 		}
 		defer cli.Close()
+		if _, err := cli.Ping(ctx); err != nil {
+			return nil, fmt.Errorf("no Docker engine answers at %s: start Docker, or run the lab in the sandbox kernel (--kernel uml): %w", cli.DaemonHost(), err)
+		}
 		if err := clabrt.EnsureImage(ctx, cli, rt.Image); err != nil {
 			return nil, err
 		}
@@ -422,6 +425,21 @@ func (r *Runner) GC(ctx context.Context) ([]string, error) {
 	errs := []error{r.Store.RemoveStale()}
 	for _, l := range labs {
 		errs = append(errs, r.Down(ctx, l))
+	}
+	// Container labs whose record is gone: found by lvslab's label on their
+	// containers and the alias of their bridges. Then lvslab's own engine, which
+	// no lab needs any more.
+	rt, err := r.RuntimeFor(ctx, lab.RuntimeContainerlab, false)
+	if err == nil {
+		more, err := rt.(clabrt.Containerlab).Leftovers(ctx)
+		errs = append(errs, err)
+		for _, name := range more {
+			errs = append(errs, rt.(clabrt.Containerlab).DestroyLab(ctx, name))
+			labs = append(labs, name)
+		}
+	}
+	if e, own := r.engine(); own {
+		errs = append(errs, e.Stop(ctx))
 	}
 	return labs, errors.Join(errs...)
 }

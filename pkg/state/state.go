@@ -62,11 +62,15 @@ func (l *Lab) Node(name string) (Node, bool) {
 	return Node{}, false
 }
 
-// Handles returns a handle for each node, by name.
+// Handles returns a handle for each node that has a network namespace of its
+// own, by name (a containerlab bridge has none: it is a bridge of the
+// engine's host).
 func (l *Lab) Handles() map[string]node.Node {
 	m := make(map[string]node.Node, len(l.Nodes))
 	for _, n := range l.Nodes {
-		m[n.Name] = node.New(n.Name, n.Namespace)
+		if n.Namespace != "" {
+			m[n.Name] = node.New(n.Name, n.Namespace)
+		}
 	}
 	return m
 }
