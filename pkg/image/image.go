@@ -66,6 +66,7 @@ func Cmd() []string { return []string{SelfPath, "node-init"} }
 type Tool struct {
 	Name    string   // what it is, for messages
 	Path    string   // the host's program (or, with Glob, a pattern of files)
+	As      string   // its path in the image, when not Path
 	Package string   // the Debian package that installs it
 	Links   []string // more names for it in the image (absolute), pointing at Path
 	Glob    bool     // Path is a glob of files the program loads at run time (plugins)
@@ -94,8 +95,9 @@ func Tools(self string) []Tool {
 	for _, a := range busyboxApplets() {
 		applets = append(applets, "/usr/bin/"+a)
 	}
+	applets = append(applets, "/bin/sh") // the same as /usr/bin/sh where /bin -> usr/bin
 	return []Tool{
-		{Name: "lvslab", Path: self, Package: "lvslab (make build)"},
+		{Name: "lvslab", Path: self, As: SelfPath, Package: "lvslab (make build)"},
 		{Name: "busybox", Path: "/usr/bin/busybox", Package: "busybox", Links: applets},
 		{Name: "ip", Path: "/usr/sbin/ip", Package: "iproute2"},
 		{Name: "ipvsadm", Path: "/usr/sbin/ipvsadm", Package: "ipvsadm"},
@@ -225,6 +227,20 @@ func (r *rootfs) host(p string) (string, error) {
 	return real, r.deps(real)
 }
 
+// hostAs puts the host's regular file from at p in the image (lvslab's own
+// binary, wherever it was built), with what it loads.
+func (r *rootfs) hostAs(p, from string) error {
+	fi, err := os.Stat(from)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", from)
+	}
+	r.copyFile(p, from, fi)
+	return r.deps(from)
+}
+
 // deps adds what the ELF file at p loads.
 func (r *rootfs) deps(p string) error {
 	d, _, err := r.libs.deps(p)
@@ -328,14 +344,11 @@ func collect(ctx context.Context, o Options) (*rootfs, error) {
 			}
 		}
 		for _, p := range paths {
-			if t.Path == self {
-				fi, err := os.Stat(self)
-				if err != nil {
-					return nil, fmt.Errorf("image: lvslab's own binary: %w", err)
-				}
-				r.copyFile(SelfPath, self, fi)
-				if err := r.deps(self); err != nil {
-					return nil, fmt.Errorf("image: %w", err)
+			if t.As != "" {
+				if err := r.hostAs(t.As, p); errors.Is(err, fs.ErrNotExist) {
+					missing = append(missing, fmt.Sprintf("%s (%s: %s)", t.Name, p, t.Package))
+				} else if err != nil {
+					return nil, fmt.Errorf("image: %s: %w", t.Name, err)
 				}
 				continue
 			}
@@ -347,6 +360,13 @@ func collect(ctx context.Context, o Options) (*rootfs, error) {
 				return nil, fmt.Errorf("image: %s: %w", t.Name, err)
 			}
 			for _, l := range t.Links {
+				// In the directory the host really has there (/bin/sh in
+				// /usr/bin where /bin -> usr/bin).
+				dir, err := r.walk(path.Dir(l), 0)
+				if err != nil {
+					return nil, fmt.Errorf("image: %s: %w", l, err)
+				}
+				l = path.Join(dir, path.Base(l))
 				if _, taken := r.entries[strings.TrimPrefix(l, "/")]; taken {
 					continue // a program of its own (busybox ip vs iproute2's)
 				}
