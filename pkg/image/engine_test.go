@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
 	"github.com/lvslab/lvslab/internal/clitest"
 	"github.com/lvslab/lvslab/pkg/engine"
 	"github.com/lvslab/lvslab/pkg/image"
@@ -100,16 +104,7 @@ func TestEngineNodeImage(t *testing.T) {
 	}
 	t.Logf("image size %.1f MB", float64(inspect.Size)/1e6)
 
-	t0 = time.Now()
-	c, err := cli.ContainerCreate(ctx, &container.Config{Image: ref},
-		&container.HostConfig{Privileged: true, NetworkMode: "none"}, nil, nil, "lvslab-test-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("container created and started in %.2fs", time.Since(t0).Seconds())
+	id := runNode(t, cli, ref, "lvslab-test-node")
 
 	for _, x := range []struct {
 		argv []string
@@ -131,7 +126,7 @@ func TestEngineNodeImage(t *testing.T) {
 		{[]string{"sh", "-c", "echo hello from httpd > /var/www/index.html && httpd -p 127.0.0.1:8080 -h /var/www && curl -s http://127.0.0.1:8080/"}, []string{"hello from httpd"}},
 	} {
 		t0 := time.Now()
-		r, err := engine.Exec(ctx, cli, c.ID, x.argv)
+		r, err := engine.Exec(ctx, cli, id, x.argv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +146,7 @@ func TestEngineNodeImage(t *testing.T) {
 	}
 
 	t0 = time.Now()
-	if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+	if err := cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("container removed in %.2fs", time.Since(t0).Seconds())
@@ -159,13 +154,84 @@ func TestEngineNodeImage(t *testing.T) {
 		t.Errorf("containers left: %v %v", list, err)
 	}
 
+	// Stop with a container running: dockerd stops it (its init ends on SIGTERM).
+	runNode(t, cli, ref, "lvslab-test-running")
 	t0 = time.Now()
 	stopped = true
 	if err := e.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("engine stopped in %.2fs", time.Since(t0).Seconds())
+	t.Logf("engine stopped, with a container running, in %.2fs", time.Since(t0).Seconds())
 	assertNothingLeft(t, dir)
+}
+
+// runNode starts a privileged node container without a network.
+func runNode(t *testing.T, cli *client.Client, ref, name string) string {
+	t.Helper()
+	t0 := time.Now()
+	c, err := cli.ContainerCreate(t.Context(), &container.Config{Image: ref},
+		&container.HostConfig{Privileged: true, NetworkMode: "none"}, nil, nil, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ContainerStart(t.Context(), c.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("container %s created and started in %.2fs", name, time.Since(t0).Seconds())
+	return c.ID
+}
+
+// TestEngineGCAfterCrash: dockerd and containerd die (kill -9) with two
+// containers running; GC, as lvslab gc runs it, leaves nothing: the shims,
+// the containers' processes, their mounts and cgroups.
+func TestEngineGCAfterCrash(t *testing.T) {
+	self := requireEngine(t)
+	ctx := t.Context()
+	e, err := engine.Start(ctx, engine.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = engine.GC(context.Background(), dir) })
+	ref := image.Ref("test")
+	if _, err := image.Import(ctx, e.Client(), ref, image.Options{Self: self}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lvslab-test-a", "lvslab-test-b"} {
+		runNode(t, e.Client(), ref, name)
+	}
+	// A started container's init may still be runc's for a moment.
+	for i := 0; i < 100 && len(processesOf(image.SelfPath)) != 2; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if inits := processesOf(image.SelfPath); len(inits) != 2 {
+		list, _ := e.Client().ContainerList(ctx, container.ListOptions{All: true})
+		for _, c := range list {
+			t.Logf("%s %s %s", c.Names, c.State, c.Status)
+			if logs, err := e.Client().ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true}); err == nil {
+				b, _ := io.ReadAll(logs)
+				t.Logf("logs: %q", b)
+			}
+		}
+		t.Fatalf("node inits: %v", inits)
+	}
+	for _, name := range []string{"dockerd", "containerd"} {
+		for _, p := range processesOf(name) {
+			pid, _ := strconv.Atoi(strings.SplitN(p, ":", 2)[0])
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	e.Close()
+	t0 := time.Now()
+	if err := engine.GC(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gc after the crash in %.2fs", time.Since(t0).Seconds())
+	assertNothingLeft(t, dir)
+	if inits := processesOf(image.SelfPath); len(inits) > 0 {
+		t.Errorf("containers' processes left: %v", inits)
+	}
 }
 
 // TestEngineStartFailures: a dockerd that fails quotes its log; one that never
