@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
@@ -85,7 +84,7 @@ func readMessages(r io.Reader) error {
 // Check reports whether the engine has ref, with ErrNotFound when it does not.
 func Check(ctx context.Context, cli client.ImageAPIClient, ref string) error {
 	_, err := cli.ImageInspect(ctx, ref)
-	if errdefs.IsNotFound(err) || err != nil && strings.Contains(err.Error(), "No such image") {
+	if errdefs.IsNotFound(err) {
 		return fmt.Errorf("image %s: %w", ref, ErrNotFound)
 	}
 	if err != nil {
