@@ -193,7 +193,7 @@ func Connect(ctx context.Context, dir string) (*Engine, error) {
 	}
 	if _, err := cli.Ping(ctx); err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("engine in %s does not answer: %w", dir, err)
+		return nil, fmt.Errorf("engine in %s does not answer (lvslab gc removes it): %w", dir, err)
 	}
 	return &Engine{dir: dir, client: cli}, nil
 }
