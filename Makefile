@@ -91,7 +91,7 @@ stress: build
 # run a privileged container without a network from it, run the lab's tools in
 # it, remove everything and check nothing is left; a dockerd that fails or never
 # answers; gc after dockerd and containerd were killed. Not part of make test
-# (about 1 minute: 25 s for the first spec, 20 s for the gc spec).
+# (60-95 s on this project's machines: 25-50 s for the first spec, 20-30 s for gc).
 engine: build
 	$(GO) test -c -o bin/image.test ./pkg/image/
 	LVSLAB_REQUIRE_ENGINE=1 $(SANDBOX) bin/image.test -test.run '^TestEngine' -test.v -test.count=1 -test.timeout 15m
