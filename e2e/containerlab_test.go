@@ -13,23 +13,22 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/vishvananda/netlink"
 
-	"github.com/lvslab/lvslab/pkg/clabrt"
+	"github.com/lvslab/lvslab/pkg/engine"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
-// engine is the Docker engine lvslab runs in the sandbox for container labs.
-func engine() clabrt.Engine {
-	return clabrt.Engine{Dir: filepath.Join(filepath.Dir(state.DefaultDir), "engine")}
-}
+// engineDir is where lvslab runs its Docker engine in the sandbox.
+var engineDir = filepath.Join(filepath.Dir(state.DefaultDir), "engine")
 
 // containersOf lists the engine's containers of a lab, by containerlab's label.
 func containersOf(ctx context.Context, labName string) []string {
-	cli, err := engine().Client()
+	e, err := engine.Connect(ctx, engineDir)
 	Expect(err).NotTo(HaveOccurred())
-	defer cli.Close()
+	defer e.Close()
+	cli := e.Client()
 	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true})
 	Expect(err).NotTo(HaveOccurred())
 	var out []string
@@ -43,9 +42,10 @@ func containersOf(ctx context.Context, labName string) []string {
 
 // dockerExec runs argv in a container as docker exec does and returns its output.
 func dockerExec(ctx context.Context, name string, argv ...string) string {
-	cli, err := engine().Client()
+	e, err := engine.Connect(ctx, engineDir)
 	Expect(err).NotTo(HaveOccurred())
-	defer cli.Close()
+	defer e.Close()
+	cli := e.Client()
 	ex, err := cli.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: argv, AttachStdout: true, AttachStderr: true})
 	Expect(err).NotTo(HaveOccurred())
 	att, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
@@ -211,6 +211,6 @@ var _ = Describe("The containerlab runtime on the DR segment", Ordered, Label("c
 		Expect(code).To(Equal(0), stderr)
 		Expect(namespacesOf(name)).To(BeEmpty())
 		Expect(lvbridges(name)).To(BeEmpty())
-		Expect(engine().Running(ctx)).To(BeFalse(), "gc stops lvslab's engine once no lab needs it")
+		Expect(engine.Processes(engineDir)).To(BeEmpty(), "gc stops lvslab's engine once no lab needs it")
 	})
 })

@@ -30,8 +30,12 @@ type Backend interface {
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running
 	// one (a name); a failed check comes back as errExit(1).
 	Verify(ctx context.Context, o VerifyOptions) error
-	// GC removes every lab and whatever a crash left behind.
+	// GC removes every lab and whatever a crash left behind (lvslab's Docker
+	// engine included).
 	GC(ctx context.Context) error
+	// ImageBuild builds the node image and imports it into lvslab's Docker
+	// engine, starting the engine if none runs.
+	ImageBuild(ctx context.Context) error
 }
 
 // UpOptions are lvslab up's.

@@ -20,7 +20,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, cmd := range []string{"up", "apply", "down", "status", "exec", "ipvs", "verify", "gc", "version",
-		"sandbox", "sandbox run", "sandbox status", "sandbox stop", "completion bash"} {
+		"sandbox", "sandbox run", "sandbox status", "sandbox stop", "image", "image build", "completion bash"} {
 		code, out, errOut := runCLI(t, append(strings.Fields(cmd), "--help")...)
 		if code != 0 || !strings.Contains(out, "Usage:") {
 			t.Errorf("lvslab %s --help: status %d\n%s%s", cmd, code, out, errOut)
@@ -30,7 +30,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"bogus"}, {"up"}, {"up", "a.yaml", "b.yaml"}, {"exec", "client"}, {"up", "--no-such-flag", "x"},
-		{"--kernel", "mars", "status"}, {"verify", "--client", "wget", "x"}} {
+		{"--kernel", "mars", "status"}, {"verify", "--client", "wget", "x"}, {"image", "build", "x"}} {
 		code, _, errOut := runCLI(t, args...)
 		if code != exitUsage || !strings.HasPrefix(errOut, "lvslab: ") {
 			t.Errorf("lvslab %s: status %d, want %d, stderr %q", strings.Join(args, " "), code, exitUsage, errOut)

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/clab"
+	"github.com/lvslab/lvslab/pkg/engine"
+	"github.com/lvslab/lvslab/pkg/image"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
 	"github.com/lvslab/lvslab/pkg/runner"
 	"github.com/lvslab/lvslab/pkg/scenario"
@@ -241,7 +244,37 @@ func (b *localBackend) GC(ctx context.Context) error {
 	for _, l := range labs {
 		b.app.logf("✓ lab %s removed\n", l)
 	}
+	running := len(engine.Processes(engine.DefaultDir)) > 0
+	if gcErr := engine.GC(ctx, engine.DefaultDir); gcErr != nil {
+		err = errors.Join(err, gcErr)
+	} else if running {
+		b.app.logf("✓ engine stopped\n")
+	}
 	return err
+}
+
+func (b *localBackend) ImageBuild(ctx context.Context) error {
+	t := time.Now()
+	e, started, err := engine.Ensure(ctx, engine.Config{})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	if started {
+		b.app.logf("✓ engine started in %.1fs (%s; lvslab gc stops it)\n", time.Since(t).Seconds(), e.Dir())
+	}
+	ref := image.Ref(version)
+	t = time.Now()
+	st, err := image.Import(ctx, e.Client(), ref, image.Options{Self: self()})
+	if err != nil {
+		return err
+	}
+	// The topology files name lvslab/node:latest: this build is that too.
+	if err := e.Client().ImageTag(ctx, ref, clab.NodeImage("")); err != nil {
+		return fmt.Errorf("image: tag %s as %s: %w", ref, clab.NodeImage(""), err)
+	}
+	b.app.logf("✓ image %s (and %s) imported in %.1fs: %d files, %.1f MB\n", ref, clab.NodeImage(""), time.Since(t).Seconds(), st.Files, float64(st.Bytes)/1e6)
+	return nil
 }
 
 func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {

@@ -46,8 +46,8 @@ sandbox kernel that lvslab keeps between commands.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		a.upCommand(), a.applyCommand(), a.downCommand(), a.statusCommand(), a.execCommand(),
-		a.ipvsCommand(), a.verifyCommand(), a.gcCommand(), a.sandboxCommand(), a.versionCommand(),
-		a.webdCommand(), a.labsCommand(),
+		a.ipvsCommand(), a.verifyCommand(), a.gcCommand(), a.sandboxCommand(), a.imageCommand(),
+		a.versionCommand(), a.webdCommand(), a.labsCommand(), a.nodeInitCommand(),
 	)
 	return root
 }

@@ -165,6 +165,12 @@ func (b *sandboxBackend) Verify(ctx context.Context, o VerifyOptions) error {
 	return err
 }
 
+// ImageBuild runs in the kept kernel, starting it: the engine and its images
+// live there until the kernel stops.
+func (b *sandboxBackend) ImageBuild(ctx context.Context) error {
+	return b.forward(ctx, true, nil)
+}
+
 // GC stops the kernel, and with it every lab inside; it also finds a kernel
 // whose supervisor was killed.
 func (b *sandboxBackend) GC(ctx context.Context) error {

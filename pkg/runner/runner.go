@@ -18,6 +18,8 @@ import (
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/clab"
 	"github.com/lvslab/lvslab/pkg/clabrt"
+	"github.com/lvslab/lvslab/pkg/engine"
+	"github.com/lvslab/lvslab/pkg/image"
 	"github.com/lvslab/lvslab/pkg/kmod"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
@@ -61,31 +63,32 @@ func (r *Runner) RuntimeFor(ctx context.Context, name lab.Runtime, deploy bool) 
 	return nil, fmt.Errorf("runtime %q is not one of lvslab's (netns, containerlab)", name)
 }
 
-// engine is lvslab's own Docker engine, which runs inside the sandbox kernel;
-// on any other host lvslab uses the host's engine (DOCKER_HOST, or Docker's
-// default socket) and ok is false.
-func (r *Runner) engine() (e clabrt.Engine, ok bool) {
+// engineDir is where lvslab's own Docker engine runs, inside the sandbox
+// kernel; on any other host lvslab uses the host's engine (DOCKER_HOST, or
+// Docker's default socket) and own is false.
+func (r *Runner) engineDir() (dir string, own bool) {
 	if os.Getenv(sandbox.EnvInSandbox) == "" {
-		return clabrt.Engine{}, false
+		return "", false
 	}
-	return clabrt.Engine{Dir: filepath.Join(filepath.Dir(r.Store.Dir), "engine")}, true
+	return filepath.Join(filepath.Dir(r.Store.Dir), "engine"), true
 }
 
 func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, error) {
 	rt := clabrt.Containerlab{Image: clab.NodeImage(""), Dir: filepath.Join(filepath.Dir(r.Store.Dir), "clab")}
-	e, own := r.engine()
+	dir, own := r.engineDir()
 	if own {
-		rt.Host = e.Host()
+		rt.Host = engine.Host(dir)
 		if !deploy {
-			if !e.Running(ctx) {
-				rt.Host = "" // gone with the engine: only bridges and links are left
-				rt.NoEngine = true
+			if len(engine.Processes(dir)) == 0 {
+				rt.NoEngine = true // gone with the engine: only bridges and links are left
 			}
 			return rt, nil
 		}
-		if err := r.step("docker engine", e.Start(ctx)); err != nil {
+		e, _, err := engine.Ensure(ctx, engine.Config{Dir: dir})
+		if err := r.step("docker engine", err); err != nil {
 			return nil, err
 		}
+		e.Close()
 	}
 	if deploy {
 		cli, err := rt.Client()
@@ -96,7 +99,12 @@ func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, e
 		if _, err := cli.Ping(ctx); err != nil {
 			return nil, fmt.Errorf("no Docker engine answers at %s: start Docker, or run the lab in the sandbox kernel (--kernel uml): %w", cli.DaemonHost(), err)
 		}
-		if err := clabrt.EnsureImage(ctx, cli, rt.Image); err != nil {
+		if err := image.Check(ctx, cli, rt.Image); errors.Is(err, image.ErrNotFound) {
+			if _, err := image.Import(ctx, cli, rt.Image, image.Options{Self: r.Self}); err != nil {
+				return nil, err
+			}
+			r.step("node image "+rt.Image, nil)
+		} else if err != nil {
 			return nil, err
 		}
 	}
@@ -438,8 +446,8 @@ func (r *Runner) GC(ctx context.Context) ([]string, error) {
 			labs = append(labs, name)
 		}
 	}
-	if e, own := r.engine(); own {
-		errs = append(errs, e.Stop(ctx))
+	if dir, own := r.engineDir(); own {
+		errs = append(errs, engine.GC(ctx, dir))
 	}
 	return labs, errors.Join(errs...)
 }
