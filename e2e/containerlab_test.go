@@ -121,6 +121,19 @@ var _ = Describe("The containerlab runtime", Ordered, Label("containerlab", "slo
 		}
 	})
 
+	It("lvslab exec runs inside the container, as docker exec does", func() {
+		// After the exact checks above (this one serves traffic).
+		// The container's init (lvslab node-init), its hostname, its own curl.
+		out, stderr, code := lv("exec", "--lab", name, "director", "--", "cat", "/proc/1/cmdline")
+		Expect(code).To(Equal(0), stderr)
+		Expect(out).To(ContainSubstring("node-init"))
+		out, _, code = lv("exec", "--lab", name, "client", "--", "curl", "-s", "--max-time", "5", "http://203.0.113.1/")
+		Expect(code).To(Equal(0))
+		Expect(strings.TrimSpace(out)).To(BeElementOf("web1", "web2"))
+		_, _, code = lv("exec", "--lab", name, "web1", "--", "sh", "-c", "exit 7")
+		Expect(code).To(Equal(7), "the exit status comes back")
+	})
+
 	// Each scenario applied onto the running containers, then its model's
 	// exact sequence on the kernel (wrr's mark and persistence start afresh
 	// when the service's scheduler or persistence changes).

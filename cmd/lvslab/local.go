@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -12,9 +13,11 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/clab"
+	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/engine"
 	"github.com/lvslab/lvslab/pkg/image"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/runner"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -193,6 +196,29 @@ func (b *localBackend) Exec(ctx context.Context, o ExecOptions) error {
 	l, err := findLab(o.Lab, o.Node)
 	if err != nil {
 		return fmt.Errorf("exec: node %s: %w", o.Node, err)
+	}
+	if l.Runtime == lab.RuntimeContainerlab {
+		// As docker exec: inside the node's container.
+		r, err := b.runner(ctx, false)
+		if err != nil {
+			return err
+		}
+		rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+		if err != nil {
+			return err
+		}
+		var stdin io.Reader
+		if o.Stdin {
+			stdin = b.app.stdin
+		}
+		code, err := rt.(clabrt.Containerlab).Exec(ctx, clab.ContainerName(l.Name, o.Node), o.Argv, stdin, b.app.stdout, b.app.stderr)
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return errExit(code)
+		}
+		return nil
 	}
 	cmd := exec.CommandContext(ctx, o.Argv[0], o.Argv[1:]...)
 	cmd.Stdout, cmd.Stderr = b.app.stdout, b.app.stderr

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	dockerC "github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/srl-labs/containerlab/core"
 	clabruntime "github.com/srl-labs/containerlab/runtime"
 	"github.com/vishvananda/netlink"
@@ -285,3 +287,39 @@ func (c Containerlab) Destroy(ctx context.Context, nodes []state.Node) error {
 }
 
 var _ topo.Runtime = Containerlab{}
+
+// Exec runs argv inside a node's container as docker exec does (the
+// container's file system, hostname and processes, not only its network
+// namespace), with stdin when not nil, and returns its exit status.
+func (c Containerlab) Exec(ctx context.Context, name string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	cli, err := c.Client()
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	ex, err := cli.ContainerExecCreate(ctx, name, container.ExecOptions{
+		Cmd: argv, AttachStdin: stdin != nil, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	att, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	defer att.Close()
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(att.Conn, stdin)
+			_ = att.CloseWrite()
+		}()
+	}
+	if _, err := stdcopy.StdCopy(stdout, stderr, att.Reader); err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	st, err := cli.ContainerExecInspect(ctx, ex.ID)
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	return st.ExitCode, nil
+}
