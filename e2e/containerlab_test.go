@@ -227,3 +227,17 @@ var _ = Describe("The containerlab runtime on the DR segment", Ordered, Label("c
 		Expect(engine.Processes(engineDir)).To(BeEmpty(), "gc stops lvslab's engine once no lab needs it")
 	})
 })
+
+var _ = Describe("The containerlab runtime with a node that cannot start", Label("containerlab", "slow"), func() {
+	It("fails naming the node and its image, and leaves nothing", func(ctx context.Context) {
+		_, stderr, code := lv("up", "--runtime", "containerlab", "e2e/testdata/missing-image.yaml")
+		Expect(code).To(Equal(1))
+		Expect(stderr).To(ContainSubstring("web2"))
+		Expect(stderr).To(ContainSubstring("lvslab/missing:1"))
+		Expect(containersOf(ctx, "noimage")).To(BeEmpty())
+		Expect(namespacesOf("noimage")).To(BeEmpty())
+		Expect(lvbridges("noimage")).To(BeEmpty())
+		_, err := state.Store{Dir: state.DefaultDir}.Load("noimage")
+		Expect(err).To(MatchError(state.ErrNoLab))
+	})
+})

@@ -137,10 +137,30 @@ func (c Containerlab) deploy(ctx context.Context, t *topo.Topology) error {
 	if err != nil {
 		return err
 	}
+	missing := c.missingImages(ctx, l)
 	if _, err := cl.Deploy(ctx, opts); err != nil {
+		if len(missing) > 0 {
+			return fmt.Errorf("containerlab: %w (%s: not in the engine, so containerlab tried to pull it)", err, strings.Join(missing, "; "))
+		}
 		return fmt.Errorf("containerlab: %w", err)
 	}
 	return nil
+}
+
+// missingImages names, node by node, the images the engine does not have.
+func (c Containerlab) missingImages(ctx context.Context, l *clab.Lab) []string {
+	cli, err := c.Client()
+	if err != nil {
+		return nil
+	}
+	defer cli.Close()
+	var out []string
+	for _, n := range l.Nodes {
+		if _, err := cli.ImageInspect(ctx, n.Image); err != nil {
+			out = append(out, fmt.Sprintf("node %s: image %s", n.Name, n.Image))
+		}
+	}
+	return out
 }
 
 func (c Containerlab) lab(opts ...core.ClabOption) (*core.CLab, error) {
