@@ -1,0 +1,135 @@
+package verify
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/webd"
+)
+
+// webServer serves the lab's web daemon answer of node on a loopback port
+// until the test ends, and returns its URL.
+func webServer(t *testing.T, node string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- webd.Serve(ctx, []webd.Listener{{Node: node, Kind: webd.KindHTTP, Stream: ln}}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("webd: %v", err)
+		}
+	})
+	return url
+}
+
+// The plain driver, sequential: every request answered, each from its own
+// port of the pool, in order, and its local address recorded.
+func TestGetSequential(t *testing.T) {
+	url := webServer(t, "web1")
+	ports := NewSourcePorts(40000)
+	r := HTTPClient{Ports: ports}.Get(context.Background(), url, 30)
+	if len(r.Errors) > 0 || r.Counts["web1"] != 30 || len(r.Sequence) != 30 || len(r.Locals) != 30 {
+		t.Fatalf("counts %v, %d answers, %d locals, errors %v", r.Counts, len(r.Sequence), len(r.Locals), r.Errors)
+	}
+	for i, l := range r.Locals {
+		if l.Addr() != netip.MustParseAddr("127.0.0.1") || int(l.Port()) != 40000+i {
+			t.Fatalf("request %d came from %s, want 127.0.0.1:%d", i+1, l, 40000+i)
+		}
+	}
+	// Without a pool the kernel chooses the port, and Locals still say which.
+	r = HTTPClient{}.Get(context.Background(), url, 3)
+	if len(r.Errors) > 0 || !r.Locals[0].IsValid() || r.Locals[0].Port() == 0 {
+		t.Fatalf("kernel's ports: locals %v, errors %v", r.Locals, r.Errors)
+	}
+}
+
+// The plain driver, concurrent, from two source addresses in turn.
+func TestGetConcurrent(t *testing.T) {
+	url := webServer(t, "web2")
+	srcs := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	r := HTTPClient{Ports: NewSourcePorts(41000)}.GetConcurrent(context.Background(), url, 300, 32, srcs...)
+	if len(r.Errors) > 0 || r.Counts["web2"] != 600 {
+		t.Fatalf("counts %v, errors %v", r.Counts, r.Errors)
+	}
+	seen := map[netip.AddrPort]bool{}
+	for i, l := range r.Locals {
+		if l.Addr() != srcs[i%2] || seen[l] {
+			t.Fatalf("request %d came from %s (want %s, each address and port once)", i+1, l, srcs[i%2])
+		}
+		seen[l] = true
+	}
+}
+
+func TestGetFailures(t *testing.T) {
+	// Nothing listens: refused.
+	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
+	url := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+	r := HTTPClient{}.GetConcurrent(context.Background(), url, 5, 2)
+	if len(r.Errors) != 5 || !strings.Contains(r.Errors[0].Error(), "request 1: connect: ") || r.Sequence[0] != "" {
+		t.Fatalf("refused: errors %v, sequence %q", r.Errors, r.Sequence)
+	}
+
+	// A server that accepts and never answers: each request times out.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	t0 := time.Now()
+	r = HTTPClient{Timeout: 200 * time.Millisecond}.Get(context.Background(), "http://"+ln.Addr().String()+"/", 2)
+	if len(r.Errors) != 2 || !strings.Contains(r.Errors[1].Error(), "request 2: no answer within 200ms") {
+		t.Fatalf("silent server: errors %v", r.Errors)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("two 200ms timeouts took %s", d)
+	}
+
+	// A context that ends fails what is left.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	r = HTTPClient{}.Get(ctx, "http://"+ln.Addr().String()+"/", 3)
+	if len(r.Errors) != 3 || !strings.Contains(r.Errors[0].Error(), context.DeadlineExceeded.Error()) {
+		t.Fatalf("ended context: errors %v", r.Errors)
+	}
+}
+
+// Names and https go through net/http: not for the plain driver.
+func TestPlainTarget(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"http://203.0.113.1/":         true,
+		"http://203.0.113.1:8080/x?y": true,
+		"http://[2001:db8:1::1]/":     true,
+		"https://203.0.113.1/":        false,
+		"http://example.org/":         false,
+		"http://user@203.0.113.1/":    false,
+		"http://203.0.113.1:99999/":   false,
+	} {
+		tg, got := plainTarget(url)
+		if got != ok {
+			t.Errorf("plainTarget(%q) ok = %v, want %v", url, got, ok)
+		}
+		if url == "http://203.0.113.1:8080/x?y" && (tg.dst.String() != "203.0.113.1:8080" || !strings.HasPrefix(string(tg.request), "GET /x?y HTTP/1.1\r\nHost: 203.0.113.1:8080\r\n")) {
+			t.Errorf("target %v %q", tg.dst, tg.request)
+		}
+	}
+}
