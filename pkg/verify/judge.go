@@ -106,6 +106,10 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 	var r Outcome
 	var perSource [][]string
 	var errs []error
+	if got, ok := v.sendConcurrent(ctx, c, from, srcs); ok {
+		r.Observed, errs = got.Sequence, got.Errors
+		srcs = nil // all sent, and no source has an order of its own
+	}
 	for _, src := range srcs {
 		var got Result
 		switch {
@@ -144,6 +148,10 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			problems = append(problems, why)
 		case pred == nil:
 			unjudged = why
+		case c.Concurrency > 1:
+			if d := countsDiffer(pred, r.Counts); d != "" {
+				problems = append(problems, d)
+			}
 		default:
 			r.Predicted = pred
 			if i := FirstDivergence(pred, r.Observed); i >= 0 {
