@@ -11,10 +11,20 @@ import (
 	"github.com/lvslab/lvslab/pkg/node"
 )
 
+// notConcurrent says why a check that asks for connections in flight cannot
+// be sent so by this judge ("" when it can): the curl driver makes one request
+// at a time, and a check's counts at one request at a time would take curl
+// minutes (a process costs about a quarter of a second in the sandbox kernel).
+func (v *Judge) notConcurrent(c lab.Check) string {
+	if c.Concurrency > 1 && v.Driver == lab.DriverCurl {
+		return fmt.Sprintf("concurrency %d needs lvslab's own client (--client go): curl makes one request at a time", c.Concurrency)
+	}
+	return ""
+}
+
 // sendConcurrent sends an HTTP check's requests with c.Concurrency
 // connections in flight, from all of its sources at once, when the check asks
-// for that and lvslab's own client sends (the curl driver makes one request at
-// a time). Every connection takes a fresh port of the run's pool for its
+// for that (lvslab's own client; see notConcurrent). Every connection takes a fresh port of the run's pool for its
 // source address; see SourcePorts for why none collides with an entry the
 // director still keeps. It returns false, sending nothing, otherwise.
 func (v *Judge) sendConcurrent(ctx context.Context, c lab.Check, from node.Node, srcs []netip.Addr) (Result, bool) {

@@ -79,6 +79,9 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 	if c.Kind() == lab.CheckARP {
 		return v.runARP(ctx, c, from)
 	}
+	if why := v.notConcurrent(c); why != "" {
+		return Outcome{Skipped: true, Message: why}
+	}
 	var srcs []netip.Addr
 	if c.Sources > 0 {
 		first, err := sourceBase(from, c.Dev)
