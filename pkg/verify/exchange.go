@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,8 +97,9 @@ type run struct {
 	c        HTTPClient
 	t        target
 	poller   *epoll.Poller
-	spare    []int    // sockets made in the node, not yet used
-	free     [][]byte // response buffers to use again
+	spare    []int             // sockets made in the node, not yet used
+	free     []*exchange       // finished, to use again (with their buffers)
+	names    map[string]string // the names answered, each allocated once
 	conns    map[int32]*exchange
 	resolved map[netip.Addr]netip.Addr // the kernel's choice of source, learnt from the first connection
 	res      *Result
@@ -126,7 +126,7 @@ func (c HTTPClient) getPlain(ctx context.Context, rawURL string, srcs []netip.Ad
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	ru := &run{c: c, t: t, conns: map[int32]*exchange{}, resolved: map[netip.Addr]netip.Addr{}, res: &r,
+	ru := &run{c: c, t: t, conns: map[int32]*exchange{}, resolved: map[netip.Addr]netip.Addr{}, res: &r, names: map[string]string{},
 		reader: bufio.NewReaderSize(nil, 4096), base: time.Now()}
 	ru.tickLen = min(max(timeout/8, minTick), maxTick)
 	ru.ticks = int((timeout + ru.tickLen - 1) / ru.tickLen)
@@ -228,7 +228,7 @@ func (c HTTPClient) getPlain(ctx context.Context, rawURL string, srcs []netip.Ad
 			if err != nil {
 				fail(x.i, err)
 			}
-			ru.free = append(ru.free, x.resp[:0])
+			ru.free = append(ru.free, x)
 		}
 	}
 	ru.finish(errs)
@@ -317,10 +317,14 @@ func (ru *run) start(i int, src netip.Addr) (*exchange, time.Duration, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	x := &exchange{i: i, fd: fd, src: src, tick: ru.tick}
+	var x *exchange
 	if k := len(ru.free); k > 0 {
-		x.resp, ru.free = ru.free[k-1], ru.free[:k-1]
+		x, ru.free = ru.free[k-1], ru.free[:k-1]
+		*x = exchange{resp: x.resp[:0]}
+	} else {
+		x = &exchange{}
 	}
+	x.i, x.fd, x.src, x.tick = i, fd, src, ru.tick
 	local, wait, err := ru.bind(fd, src)
 	if wait > 0 || err != nil {
 		if wait > 0 {
@@ -479,24 +483,79 @@ func connectErr(fd int, err error) error {
 	return fmt.Errorf("write: %w", err)
 }
 
-// answer reads the server's name from x's complete response.
+// answer reads the server's name from x's complete response: the first line
+// of its body, which must come with 200 OK.
 func (ru *run) answer(x *exchange) error {
-	ru.reader.Reset(bytes.NewReader(x.resp))
+	nb, ok := plainAnswer(x.resp)
+	if !ok {
+		var err error
+		if nb, err = ru.answerHTTP(x.resp); err != nil {
+			return err
+		}
+	}
+	name, ok := ru.names[string(nb)] // no allocation for a name seen before
+	if !ok {
+		name = string(nb)
+		ru.names[name] = name
+	}
+	ru.res.Sequence[x.i] = name
+	ru.res.Counts[name]++
+	return nil
+}
+
+// plainAnswer reads the answer the lab's web daemon gives without net/http:
+// a 200 with a Content-Length and no Transfer-Encoding. It returns the body's
+// first line, trimmed, and false for any other answer (net/http then reads it).
+func plainAnswer(b []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(b, []byte("HTTP/1.1 200 ")) && !bytes.HasPrefix(b, []byte("HTTP/1.0 200 ")) {
+		return nil, false
+	}
+	end := bytes.Index(b, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil, false
+	}
+	length := -1
+	_, head, _ := bytes.Cut(b[:end], []byte("\r\n")) // after the status line
+	for len(head) > 0 {
+		var line []byte
+		line, head, _ = bytes.Cut(head, []byte("\r\n"))
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		switch {
+		case !ok:
+			return nil, false
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			return nil, false
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			n, err := strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil || n < 0 || length >= 0 {
+				return nil, false
+			}
+			length = n
+		}
+	}
+	body := b[end+4:]
+	if length < 0 || len(body) != length {
+		return nil, false
+	}
+	first, _, _ := bytes.Cut(body, []byte("\n"))
+	return bytes.TrimSpace(first), true
+}
+
+// answerHTTP reads any other answer with net/http.
+func (ru *run) answerHTTP(b []byte) ([]byte, error) {
+	ru.reader.Reset(bytes.NewReader(b))
 	resp, err := http.ReadResponse(ru.reader, nil)
 	if err != nil {
-		return fmt.Errorf("answer: %w", err)
+		return nil, fmt.Errorf("answer: %w", err)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if err != nil {
-		return fmt.Errorf("answer: %w", err)
+		return nil, fmt.Errorf("answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
+		return nil, fmt.Errorf("status %s", resp.Status)
 	}
-	name, _, _ := strings.Cut(string(body), "\n")
-	name = strings.TrimSpace(name)
-	ru.res.Sequence[x.i] = name
-	ru.res.Counts[name]++
-	return nil
+	first, _, _ := bytes.Cut(body, []byte("\n"))
+	return bytes.TrimSpace(first), nil
 }

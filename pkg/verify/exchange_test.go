@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"net/netip"
@@ -130,6 +131,30 @@ func TestPlainTarget(t *testing.T) {
 		}
 		if url == "http://203.0.113.1:8080/x?y" && (tg.dst.String() != "203.0.113.1:8080" || !strings.HasPrefix(string(tg.request), "GET /x?y HTTP/1.1\r\nHost: 203.0.113.1:8080\r\n")) {
 			t.Errorf("target %v %q", tg.dst, tg.request)
+		}
+	}
+}
+
+// The web daemon's answer is read without net/http; anything else falls back
+// to it, and says the same.
+func TestPlainAnswer(t *testing.T) {
+	ru := &run{res: &Result{Counts: map[string]int{}, Sequence: make([]string, 1)}, names: map[string]string{}, reader: bufio.NewReader(nil)}
+	for _, c := range []struct {
+		resp, name string
+		fast       bool
+		err        string
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Served-By: web1\r\n\r\nweb1\n", "web1", true, ""},
+		{"HTTP/1.0 200 OK\r\ncontent-length: 12\r\n\r\n  web2 \nmore", "web2", true, ""},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nweb3\n\r\n0\r\n\r\n", "web3", false, ""},
+		{"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nweb4\n", "web4", false, ""},
+		{"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "", false, "status 503 Service Unavailable"},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nweb1\n", "", false, "answer: unexpected EOF"},
+	} {
+		_, fast := plainAnswer([]byte(c.resp))
+		err := ru.answer(&exchange{resp: []byte(c.resp)})
+		if fast != c.fast || (err == nil) != (c.err == "") || (err != nil && err.Error() != c.err) || (err == nil && ru.res.Sequence[0] != c.name) {
+			t.Errorf("%q: fast %v, answer %q, error %v; want %v %q %q", c.resp, fast, ru.res.Sequence[0], err, c.fast, c.name, c.err)
 		}
 	}
 }
