@@ -108,6 +108,7 @@ type run struct {
 	ticks    int // ticks a request may take
 	tickLen  time.Duration
 	base     time.Time
+	timeout  time.Duration // per request
 }
 
 // getPlain makes n requests from each of srcs (a zero address: the kernel's
@@ -130,8 +131,19 @@ func (c HTTPClient) getPlain(ctx context.Context, rawURL string, srcs []netip.Ad
 		reader: bufio.NewReaderSize(nil, 4096), base: time.Now()}
 	ru.tickLen = min(max(timeout/8, minTick), maxTick)
 	ru.ticks = int((timeout + ru.tickLen - 1) / ru.tickLen)
+	ru.timeout = timeout
 	var errs []indexedErr
 	fail := func(i int, err error) { errs = append(errs, indexedErr{i, err}) }
+	if inflight > 1 {
+		// Batches: see epoll.Batch.
+		if restore, err := epoll.Batch(); err == nil {
+			defer restore()
+		}
+		if ru.getRing(ctx, srcs, n, inflight, fail) {
+			ru.finish(errs)
+			return r, true
+		}
+	}
 	p, err := epoll.New(ctx, max(inflight, 16))
 	if err != nil {
 		for i := range total {
@@ -152,12 +164,6 @@ func (c HTTPClient) getPlain(ctx context.Context, rawURL string, srcs []netip.Ad
 	}()
 	next := 0
 	deadline := ru.base.Add(ru.tickLen)
-	if inflight > 1 {
-		// Batches: see epoll.Batch.
-		if restore, err := epoll.Batch(); err == nil {
-			defer restore()
-		}
-	}
 	for next < total || len(ru.conns) > 0 {
 		for next < total && len(ru.conns) < max(inflight, 1) {
 			i := next
@@ -317,14 +323,7 @@ func (ru *run) start(i int, src netip.Addr) (*exchange, time.Duration, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var x *exchange
-	if k := len(ru.free); k > 0 {
-		x, ru.free = ru.free[k-1], ru.free[:k-1]
-		*x = exchange{resp: x.resp[:0]}
-	} else {
-		x = &exchange{}
-	}
-	x.i, x.fd, x.src, x.tick = i, fd, src, ru.tick
+	x := ru.newExchange(i, fd, src)
 	local, wait, err := ru.bind(fd, src)
 	if wait > 0 || err != nil {
 		if wait > 0 {
@@ -355,6 +354,19 @@ func (ru *run) start(i int, src netip.Addr) (*exchange, time.Duration, error) {
 	}
 	ru.res.Locals[i] = local
 	return x, 0, nil
+}
+
+// newExchange returns connection i's exchange, one used before if there is.
+func (ru *run) newExchange(i, fd int, src netip.Addr) *exchange {
+	var x *exchange
+	if k := len(ru.free); k > 0 {
+		x, ru.free = ru.free[k-1], ru.free[:k-1]
+		*x = exchange{resp: x.resp[:0]}
+	} else {
+		x = &exchange{}
+	}
+	x.i, x.fd, x.src, x.tick = i, fd, src, ru.tick
+	return x
 }
 
 // bind binds fd to its source address and port, when they are chosen, and

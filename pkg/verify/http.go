@@ -25,6 +25,8 @@ type HTTPClient struct {
 	Source  netip.Addr    // source address; the kernel's choice when zero
 	Ports   *SourcePorts  // source ports, each used once; the kernel's choice when nil
 	Timeout time.Duration // per request; 5s when zero
+
+	noRing bool // tests: drive concurrent runs with epoll even where io_uring is
 }
 
 // Result is the outcome of a series of requests.
