@@ -117,6 +117,7 @@ e2e: build bin/ginkgo
 bench: build
 	$(GO) test -run '^$$' -bench 'UpNAT|UpPhases' -benchtime 20x -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench ClientThroughput -benchtime 3x -exec "$(SANDBOX)" ./pkg/runner/
+	$(GO) test -run '^$$' -bench ClientConcurrent -benchtime 1x -timeout 20m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench ManyLabs -benchtime 1x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench UpContainerlab -benchtime 3x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/

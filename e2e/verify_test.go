@@ -282,4 +282,24 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		Expect(string(xml)).To(ContainSubstring(`<property name="kernel" value="` + k.Release + `">`))
 		Expect(string(xml)).To(ContainSubstring(`<failure message="first divergence at request 1: expected web1, observed web2">`))
 	})
+	//   client (+24 addresses) --- director (wrr 3:2:1) --- web1 web2 web3
+	//   24,000 connections, 64 in flight, each from a fresh address:port
+	It("judges a check with 64 connections in flight by its exact wrr counts, 24,000 connections, none failed", Label("nat"), func() {
+		file := variant("scenarios/nat-wrr.yaml", func(s *scenario.Scenario) {
+			s.Checks = []lab.Check{{
+				Name: "wrr 3:2:1 with 64 in flight", From: "client", Dev: "eth1",
+				HTTP: "http://203.0.113.1/", Requests: 1000, Sources: 24, Concurrency: 64,
+				Expect: lab.Expect{Model: true, Counts: map[string]int{"web1": 12000, "web2": 8000, "web3": 4000}},
+			}}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		Expect(results).To(HaveLen(1))
+		r := results[0]
+		Expect(r.Passed).To(BeTrue(), r.Message)
+		Expect(r.Errors).To(BeEmpty())
+		Expect(r.Counts).To(Equal(map[string]int{"web1": 12000, "web2": 8000, "web3": 4000}))
+		Expect(r.Observed).To(HaveLen(24000))
+		GinkgoWriter.Printf("24,000 connections, 64 in flight: %s, %.0f connections/s\n", r.Duration.Round(time.Millisecond), 24000/r.Duration.Seconds())
+	})
 })

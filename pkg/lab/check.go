@@ -3,6 +3,8 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -45,7 +47,13 @@ type Check struct {
 	Requests int        // per source address
 	Sources  int        // extra client addresses, each making Requests requests
 	Hold     int        // HTTP: the check's first Hold connections stay open (established) while the rest run
-	Expect   Expect
+	// Concurrency is how many HTTP connections are in flight at once, from all
+	// sources together; 0 or 1: one after the other, each closed before the
+	// next opens. With more, the director schedules them in no set order, so
+	// only counts can be judged: a sequence or stickiness cannot, and the
+	// model's prediction is compared as counts.
+	Concurrency int
+	Expect      Expect
 }
 
 // Kind names what the check sends.
@@ -59,6 +67,9 @@ func (c Check) Kind() CheckKind {
 	return CheckARP
 }
 
+// MaxConcurrency is the most connections a check may have in flight.
+const MaxConcurrency = 1000
+
 // Expect is what a check must observe.
 type Expect struct {
 	Model     bool           // the exact sequence the scheduler's model predicts
@@ -70,6 +81,36 @@ type Expect struct {
 	Failures  int            // requests that must fail (default 0)
 }
 
+// Destination is where an HTTP or UDP check sends to: its URL's address and
+// port (80, or 443 for https, by default) or its UDP address. It is false for
+// an ARP check and for a URL whose host is a name.
+func (c Check) Destination() (netip.AddrPort, bool) {
+	switch c.Kind() {
+	case CheckUDP:
+		return c.UDP, true
+	case CheckHTTP:
+		u, err := url.Parse(c.HTTP)
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		a, err := netip.ParseAddr(u.Hostname())
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		port := uint64(80)
+		if u.Scheme == "https" {
+			port = 443
+		}
+		if p := u.Port(); p != "" {
+			if port, err = strconv.ParseUint(p, 10, 16); err != nil {
+				return netip.AddrPort{}, false
+			}
+		}
+		return netip.AddrPortFrom(a.Unmap(), uint16(port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
 // Describe says in a few words what the check sends.
 func (c Check) Describe() string {
 	src := c.From
@@ -78,11 +119,14 @@ func (c Check) Describe() string {
 	}
 	switch c.Kind() {
 	case CheckHTTP:
-		held := ""
+		d := fmt.Sprintf("%d %s requests to %s from %s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src)
 		if c.Hold > 0 {
-			held = fmt.Sprintf(" (the first %d held open)", c.Hold)
+			d += fmt.Sprintf(" (the first %d held open)", c.Hold)
 		}
-		return fmt.Sprintf("%d %s requests to %s from %s%s", c.Requests, strings.ToUpper(strings.SplitN(c.HTTP, ":", 2)[0]), c.HTTP, src, held)
+		if c.Concurrency > 1 {
+			d += fmt.Sprintf(", %d at a time", c.Concurrency)
+		}
+		return d
 	case CheckUDP:
 		return fmt.Sprintf("%d UDP datagrams to %s from %s", c.Requests, c.UDP, src)
 	}

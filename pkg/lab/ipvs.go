@@ -191,6 +191,21 @@ func (s Scheduler) Flags() []SchedFlag {
 // HasFlag reports whether f is a flag of the scheduler.
 func (s Scheduler) HasFlag(f SchedFlag) bool { return slices.Contains(s.Flags(), f) }
 
+// OrderFree reports whether the scheduler's picks for a number of connections
+// are the same whatever order they reach it in and however many are in flight
+// (so a model's prediction can be judged as counts): rr and wrr step through
+// their list once per connection, sh, dh and mh hash the packet's addresses,
+// and fo takes the heaviest server. The others weigh the connections in
+// flight (lc, wlc, sed, nq, ovf) or remember recent destinations
+// (lblc, lblcr).
+func (s Scheduler) OrderFree() bool {
+	switch s {
+	case RR, WRR, SH, DH, MH, FO:
+		return true
+	}
+	return false
+}
+
 // ModuleIPVS is the IPVS core module.
 const ModuleIPVS = "ip_vs"
 

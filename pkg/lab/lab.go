@@ -58,6 +58,24 @@ func (s *Spec) Node(name string) (NodeSpec, bool) {
 	return NodeSpec{}, false
 }
 
+// ServiceFor returns the director's service that traffic to dst reaches: the
+// one with dst's address and port (or its address and port 0: persistent
+// client connection), else a firewall-mark service.
+func (s *Spec) ServiceFor(dst netip.AddrPort) (Service, bool) {
+	d, _ := s.Node(s.Director())
+	for _, svc := range d.Services {
+		if svc.FWMark == 0 && (svc.Addr == dst || (svc.Addr.Port() == 0 && svc.Addr.Addr() == dst.Addr())) {
+			return svc, true
+		}
+	}
+	for _, svc := range d.Services {
+		if svc.FWMark != 0 {
+			return svc, true
+		}
+	}
+	return Service{}, false
+}
+
 // OwnerOf returns the node that holds address a, or "".
 func (s *Spec) OwnerOf(a netip.Addr) string {
 	for _, n := range s.Nodes {

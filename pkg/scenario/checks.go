@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/lvslab/lvslab/pkg/lab"
 )
@@ -20,9 +21,10 @@ type rawCheck struct {
 }
 
 type rawHTTP struct {
-	URL      string `yaml:"url,omitempty"`
-	Requests int    `yaml:"requests,omitempty"`
-	Hold     int    `yaml:"hold,omitempty"`
+	URL         string `yaml:"url,omitempty"`
+	Requests    int    `yaml:"requests,omitempty"`
+	Hold        int    `yaml:"hold,omitempty"`
+	Concurrency int    `yaml:"concurrency,omitempty"` // connections in flight at once (counts only)
 }
 
 type rawUDP struct {
@@ -69,6 +71,13 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 		c.HTTP = rc.HTTP.URL
 		if rc.HTTP.Requests != 0 {
 			requests = rc.HTTP.Requests
+		}
+		c.Concurrency = rc.HTTP.Concurrency
+		if c.Concurrency < 0 || c.Concurrency > lab.MaxConcurrency {
+			return c, fail(field+".http.concurrency", "%d is out of range (1..%d)", c.Concurrency, lab.MaxConcurrency)
+		}
+		if c.Concurrency > 1 && u.Scheme != "http" {
+			return c, fail(field+".http.concurrency", "%d: only http:// URLs are sent concurrently (%s is sent one request at a time)", c.Concurrency, u.Scheme)
 		}
 	}
 	if rc.UDP != nil {
@@ -143,6 +152,9 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 	if (c.Expect.Model || c.Expect.Sticky) && s.Director() == "" {
 		return c, fail(field+".expect", "the scenario has no IPVS service to model")
 	}
+	if err := checkConcurrency(s, field, c, fail); err != nil {
+		return c, err
+	}
 	for name := range c.Expect.Counts {
 		if _, ok := s.Topology.Nodes[name]; !ok {
 			return c, fail(field+".expect.counts", "%q is not a node", name)
@@ -154,4 +166,56 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 		}
 	}
 	return c, nil
+}
+
+// checkConcurrency refuses, for a check with connections in flight at once,
+// what cannot be judged then: the director schedules them in no set order, so
+// there is no sequence and no stickiness to observe, and the model's
+// prediction is judged as counts, which only schedulers whose picks do not
+// depend on that order or on the connections in flight give.
+func checkConcurrency(s *Scenario, field string, c lab.Check, fail failFunc) error {
+	if c.Concurrency <= 1 {
+		return nil
+	}
+	why := fmt.Sprintf("cannot be judged with concurrency %d (connections in flight reach the director in no set order); judge counts, or drop concurrency", c.Concurrency)
+	if c.Hold > 0 {
+		return fail(field+".http.hold", "%d: held connections are the check's first ones, which concurrency %d leaves in no set order; give one or the other", c.Hold, c.Concurrency)
+	}
+	if c.Expect.Sequence != nil {
+		return fail(field+".expect.sequence", "%v %s", c.Expect.Sequence, why)
+	}
+	if c.Expect.Sticky {
+		return fail(field+".expect.sticky", "%s", why)
+	}
+	if !c.Expect.Model {
+		return nil
+	}
+	dst, _ := c.Destination()
+	svc, ok := s.Spec.ServiceFor(dst)
+	if !ok {
+		return fail(field+".expect.sequence", "model: no IPVS service of the scenario receives %s", dst)
+	}
+	order := fmt.Sprintf("(concurrency %d compares the model's counts, which needs picks that do not depend on the order or number of connections in flight: %s)", c.Concurrency, orderFree())
+	if !svc.Scheduler.OrderFree() {
+		return fail(field+".expect.sequence", "model: the %s scheduler of %s weighs the connections in flight %s", svc.Scheduler, svc.Key(), order)
+	}
+	for _, srv := range svc.Servers {
+		if srv.Upper != 0 || srv.Lower != 0 {
+			return fail(field+".expect.sequence", "model: real server %s of %s has connection thresholds (upper %d, lower %d), which weigh the connections in flight %s", srv.Addr, svc.Key(), srv.Upper, srv.Lower, order)
+		}
+	}
+	if svc.Persistent && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
+		return fail(field+".expect.sequence", "model: %s is persistent under %s: each client group keeps the pick its first connection got, and which group comes first is left to chance %s", svc.Key(), svc.Scheduler, order)
+	}
+	return nil
+}
+
+func orderFree() string {
+	var names []string
+	for _, x := range lab.Schedulers() {
+		if x.OrderFree() {
+			names = append(names, string(x))
+		}
+	}
+	return strings.Join(names, ", ")
 }

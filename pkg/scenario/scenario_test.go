@@ -175,3 +175,30 @@ nodes:
 		}
 	}
 }
+
+// A check with connections in flight: parsed, judged as counts, written back.
+func TestConcurrencyCheck(t *testing.T) {
+	s, err := Load("../../scenarios/nat-wrr.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c lab.Check
+	for _, x := range s.Checks {
+		if x.Concurrency > 1 {
+			c = x
+		}
+	}
+	if c.Concurrency != 64 || c.Sources != 24 || c.Requests != 250 || !c.Expect.Model || c.Expect.Counts["web1"] != 3000 {
+		t.Fatalf("concurrent check of nat-wrr: %+v", c)
+	}
+	if !strings.Contains(c.Describe(), "64 at a time") {
+		t.Errorf("Describe() = %q, want the concurrency in it", c.Describe())
+	}
+	b, err := Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "concurrency: 64") {
+		t.Errorf("written back without its concurrency:\n%s", b)
+	}
+}

@@ -122,7 +122,7 @@ func marshalCheck(c lab.Check) rawCheck {
 	rc := rawCheck{Name: c.Name, From: c.From, Sources: c.Sources}
 	switch c.Kind() {
 	case lab.CheckHTTP:
-		rc.HTTP = &rawHTTP{URL: c.HTTP, Requests: c.Requests, Hold: c.Hold}
+		rc.HTTP = &rawHTTP{URL: c.HTTP, Requests: c.Requests, Hold: c.Hold, Concurrency: c.Concurrency}
 	case lab.CheckUDP:
 		rc.UDP = &rawUDP{Address: c.UDP.String(), Requests: c.Requests}
 	case lab.CheckARP:

@@ -21,10 +21,12 @@ import (
 // HTTPClient makes HTTP requests from inside a node's namespace, one request per
 // TCP connection (a fresh source port each time), as the lab's curl does.
 type HTTPClient struct {
-	From    node.Node
+	From    node.Node     // the sending node; for plain http:// URLs, the zero Node sends from the caller's namespace
 	Source  netip.Addr    // source address; the kernel's choice when zero
 	Ports   *SourcePorts  // source ports, each used once; the kernel's choice when nil
 	Timeout time.Duration // per request; 5s when zero
+
+	noRing bool // tests: drive concurrent runs with epoll even where io_uring is
 }
 
 // Result is the outcome of a series of requests.
@@ -48,28 +50,63 @@ func (r Result) Servers() []string {
 
 // Get requests url n times sequentially and records which server answered (the
 // body's first line). Each request has its own connection, and that connection
-// is read to its end and closed before the next one is opened: net/http closes
-// connections asynchronously, which would let a new connection reach the
-// director while the previous one still counts as active there.
+// is read to its end (the server's close) and closed before the next one is
+// opened, so the director sees it closed before it schedules the next: net/http
+// closes connections asynchronously, which would let a new connection reach
+// the director while the previous one still counts as active there. Plain
+// http:// URLs to an IP address go through lvslab's own lean driver
+// (exchange.go); others (https, names) through net/http and crypto/tls.
 func (c HTTPClient) Get(ctx context.Context, url string, n int) Result {
+	if r, ok := c.getPlain(ctx, url, []netip.Addr{c.Source}, n, 1); ok {
+		return r
+	}
+	r := Result{Counts: map[string]int{}}
+	c.getSequential(ctx, url, n, &r)
+	return r
+}
+
+// GetConcurrent requests url n times from each of sources (c.Source when none
+// is given), with up to concurrency connections in flight, for checks that
+// count answers only: the order in which the director schedules them is not
+// the order they were started in. Each request still has its own connection,
+// from a fresh port of c.Ports. Result index i is the i-th connection started;
+// connections start from the sources in turn. Only plain http:// URLs to an IP
+// address are driven concurrently; others are sent one after the other.
+func (c HTTPClient) GetConcurrent(ctx context.Context, url string, n, concurrency int, sources ...netip.Addr) Result {
+	if len(sources) == 0 {
+		sources = []netip.Addr{c.Source}
+	}
+	if r, ok := c.getPlain(ctx, url, sources, n, concurrency); ok {
+		return r
+	}
+	r := Result{Counts: map[string]int{}}
+	for _, src := range sources {
+		cc := c
+		cc.Source = src
+		cc.getSequential(ctx, url, n, &r)
+	}
+	return r
+}
+
+// getSequential is Get through net/http (https, host names): it adds n
+// requests to r.
+func (c HTTPClient) getSequential(ctx context.Context, url string, n int, r *Result) {
 	timeout := c.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	r := Result{Counts: map[string]int{}}
-	for i := range n {
+	for range n {
 		r.Started = append(r.Started, time.Now())
 		name, local, err := c.once(ctx, url, timeout)
 		r.Locals = append(r.Locals, local)
 		if err != nil {
-			r.Errors = append(r.Errors, fmt.Errorf("request %d: %w", i+1, err))
+			r.Errors = append(r.Errors, fmt.Errorf("request %d: %w", len(r.Sequence)+1, err))
 			name = ""
 		} else {
 			r.Counts[name]++
 		}
 		r.Sequence = append(r.Sequence, name)
 	}
-	return r
 }
 
 func (c HTTPClient) once(ctx context.Context, rawURL string, timeout time.Duration) (name string, local netip.AddrPort, err error) {

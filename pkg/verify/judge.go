@@ -81,6 +81,9 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 	if c.Kind() == lab.CheckARP {
 		return v.runARP(ctx, c, from)
 	}
+	if why := v.notConcurrent(c); why != "" {
+		return Outcome{Skipped: true, Message: why}
+	}
 	var srcs []netip.Addr
 	if c.Sources > 0 {
 		first, err := sourceBase(from, c.Dev)
@@ -121,6 +124,22 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			f()
 		}
 	}()
+	if got, ok := v.sendConcurrent(ctx, c, from, srcs); ok {
+		r.Observed, errs = got.Sequence, got.Errors
+		// Connection i came from the sources in turn; the model is fed each
+		// one's address and port (the order does not matter for the counts
+		// of the schedulers a concurrent check may be modelled with).
+		for i := range got.Sequence {
+			req := Request{Src: srcs[i%len(srcs)], Dst: dst.Addr()}
+			if i < len(got.Locals) && got.Locals[i].IsValid() {
+				req.Src, req.SrcPort = got.Locals[i].Addr(), got.Locals[i].Port()
+			} else if !req.Src.IsValid() {
+				req.Src = v.clientAddr(c.From)
+			}
+			reqs = append(reqs, req)
+		}
+		srcs = nil // all sent, and no source has an order of its own
+	}
 	for _, src := range srcs {
 		var got Result
 		n := c.Requests
@@ -220,6 +239,10 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 			problems = append(problems, why)
 		case m == nil:
 			unjudged = why
+		case c.Concurrency > 1:
+			if d := countsDiffer(pred, r.Counts); d != "" {
+				problems = append(problems, d)
+			}
 		default:
 			r.Predicted = pred
 			if i := FirstDivergence(pred, r.Observed); i >= 0 {

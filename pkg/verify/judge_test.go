@@ -158,3 +158,15 @@ func TestModelDiffersFromKernel(t *testing.T) {
 		t.Errorf("difference %q", d)
 	}
 }
+
+// Connections sent concurrently are judged against the model as counts.
+func TestCountsDiffer(t *testing.T) {
+	pred := []string{"web3", "web2", "web1", "web1", "web2", "web1"}
+	if d := countsDiffer(pred, map[string]int{"web1": 3, "web2": 2, "web3": 1}); d != "" {
+		t.Errorf("same counts, other order: %q", d)
+	}
+	d := countsDiffer(pred, map[string]int{"web1": 4, "web2": 2, "web4": 1})
+	if d != "counts differ from the model's: web1 4 (predicted 3), web3 0 (predicted 1), web4 1 (predicted 0)" {
+		t.Errorf("differing counts: %q", d)
+	}
+}

@@ -1,6 +1,7 @@
-// Package webd is the lab's built-in web server: one process serves every web node
-// of a lab, each on listening sockets opened inside that node's namespace, and
-// answers every request with the node's name, as the seed lab's test pages do.
+// Package webd is the lab's built-in web server: one process per web node serves
+// listening sockets opened inside that node's namespace, and answers every
+// request with the node's name, as the seed lab's test pages do. Plain HTTP is
+// served by a lean event loop of its own (plain.go), HTTPS by net/http.
 package webd
 
 import (
@@ -20,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lvslab/lvslab/internal/epoll"
 )
 
 // EnvListeners tells the daemon which inherited descriptors belong to which node
@@ -55,25 +58,25 @@ func Handler(name string) http.Handler {
 
 // Serve serves each listener with the handler of its node until ctx ends.
 func Serve(ctx context.Context, listeners []Listener) error {
-	errc := make(chan error, len(listeners))
+	errc := make(chan error, len(listeners)+1)
 	var closers []func()
 	var cert *tls.Certificate
+	var plain []Listener
 	for _, l := range listeners {
 		switch l.Kind {
-		case KindHTTP, KindHTTPS:
-			srv := &http.Server{Handler: Handler(l.Node), ReadHeaderTimeout: 10 * time.Second}
+		case KindHTTP:
+			plain = append(plain, l)
+		case KindHTTPS:
+			srv := &http.Server{Handler: Handler(l.Node), ReadHeaderTimeout: headerTimeout}
 			srv.SetKeepAlivesEnabled(false) // one request per connection, as the lab's clients make
-			ln := l.Stream
-			if l.Kind == KindHTTPS {
-				if cert == nil {
-					c, err := SelfSigned()
-					if err != nil {
-						return err
-					}
-					cert = &c
+			if cert == nil {
+				c, err := SelfSigned()
+				if err != nil {
+					return err
 				}
-				ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}})
+				cert = &c
 			}
+			ln := tls.NewListener(l.Stream, &tls.Config{Certificates: []tls.Certificate{*cert}})
 			closers = append(closers, func() { srv.Close() })
 			go func() {
 				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -90,6 +93,17 @@ func Serve(ctx context.Context, listeners []Listener) error {
 			}()
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	plainDone := make(chan struct{})
+	go func() {
+		defer close(plainDone)
+		if len(plain) > 0 {
+			if err := servePlain(ctx, plain); err != nil {
+				errc <- err
+			}
+		}
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -98,6 +112,8 @@ func Serve(ctx context.Context, listeners []Listener) error {
 	for _, c := range closers {
 		c()
 	}
+	cancel()
+	<-plainDone
 	return err
 }
 
@@ -138,8 +154,14 @@ func SelfSigned() (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// Main is the daemon's entry point: it serves the listeners it inherited.
+// Main is the daemon's entry point: it serves the listeners it inherited. The
+// daemon runs under SCHED_BATCH, so that a client's many connections wake it
+// without preempting the client each time (see epoll.Batch): it then serves
+// them in batches.
 func Main(ctx context.Context) error {
+	if _, err := epoll.Batch(); err != nil {
+		fmt.Fprintln(os.Stderr, "webd:", err) // slower, not wrong: go on
+	}
 	specs := strings.Split(os.Getenv(EnvListeners), ",")
 	if len(specs) == 0 || specs[0] == "" {
 		return fmt.Errorf("webd: %s is empty", EnvListeners)

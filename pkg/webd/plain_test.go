@@ -1,0 +1,129 @@
+package webd
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// servePlainOn serves the HTTP answer of node on a loopback port until the
+// test ends, and returns its address.
+func servePlainOn(t *testing.T, node string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- servePlain(ctx, []Listener{{Node: node, Kind: KindHTTP, Stream: ln}}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("servePlain: %v", err)
+		}
+	})
+	return addr
+}
+
+// exchange sends raw bytes and returns everything the server sent back before
+// it closed the connection.
+func exchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	return string(b)
+}
+
+func TestPlainAnswers(t *testing.T) {
+	addr := servePlainOn(t, "web1")
+	resp, err := http.Get("http://" + addr + "/any/path")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "web1\n" || resp.Header.Get("X-Served-By") != "web1" ||
+		resp.Header.Get("Date") == "" || !resp.Close {
+		t.Fatalf("GET: %s %q %v close=%v", resp.Status, body, resp.Header, resp.Close)
+	}
+
+	head := exchange(t, addr, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !strings.HasPrefix(head, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(head, "\r\n\r\n") || !strings.Contains(head, "Content-Length: 5\r\n") {
+		t.Fatalf("HEAD answered %q", head)
+	}
+
+	post := exchange(t, addr, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if !strings.HasPrefix(post, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(post, "\r\n\r\nweb1\n") {
+		t.Fatalf("POST answered %q", post)
+	}
+
+	bad := exchange(t, addr, "NOT HTTP\r\n\r\n")
+	if !strings.HasPrefix(bad, "HTTP/1.1 400 Bad Request\r\n") {
+		t.Fatalf("garbage answered %q", bad)
+	}
+}
+
+// A request sent in pieces is answered once it is complete.
+func TestPlainRequestInPieces(t *testing.T) {
+	addr := servePlainOn(t, "web2")
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	for _, piece := range []string{"GET / HT", "TP/1.1\r\nHost:", " x\r\n", "\r\n"} {
+		io.WriteString(c, piece)
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "web2\n" {
+		t.Fatalf("answered %q", body)
+	}
+}
+
+func TestPlainManyClients(t *testing.T) {
+	addr := servePlainOn(t, "web3")
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get("http://" + addr + "/")
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
