@@ -225,6 +225,7 @@ var _ = Describe("The containerlab runtime on the DR segment", Ordered, Label("c
 		Expect(namespacesOf(name)).To(BeEmpty())
 		Expect(lvbridges(name)).To(BeEmpty())
 		Expect(engine.Processes(engineDir)).To(BeEmpty(), "gc stops lvslab's engine once no lab needs it")
+		Expect(processesNamed("webd")).To(BeEmpty(), "the lost lab's web servers went too")
 	})
 })
 

@@ -62,12 +62,15 @@ func servers(s *scenario.Scenario, node string, f func(*lab.Server)) {
 	Expect(found).To(BeTrue(), "%s is not a real server of the scenario", node)
 }
 
-// scheduler sets the first service's scheduler and flags.
+// scheduler sets the first service's scheduler and flags. It drops the
+// scenario's concurrent checks: their counts are judged against the model only
+// for schedulers whose picks do not depend on the connections in flight.
 func scheduler(sched lab.Scheduler, flags ...lab.SchedFlag) edit {
 	return func(s *scenario.Scenario) {
 		svc := &services(s)[0]
 		svc.Scheduler, svc.SchedFlags = sched, flags
 		slices.Sort(svc.SchedFlags)
+		s.Checks = slices.DeleteFunc(s.Checks, func(c lab.Check) bool { return c.Concurrency > 1 })
 	}
 }
 

@@ -442,6 +442,19 @@ func (r *Runner) GC(ctx context.Context) ([]string, error) {
 		more, err := rt.(clabrt.Containerlab).Leftovers(ctx)
 		errs = append(errs, err)
 		for _, name := range more {
+			// Its processes first (web servers run in the containers'
+			// namespaces), found by namespace as Down finds unrecorded ones.
+			nss, _ := filepath.Glob(filepath.Join(node.NetnsDir, topo.NSName(name, "*")))
+			for i := range nss {
+				nss[i] = filepath.Base(nss[i])
+			}
+			procs := state.ProcessesIn(nss)
+			for _, p := range procs {
+				errs = append(errs, p.Kill())
+			}
+			for _, p := range procs {
+				errs = append(errs, p.WaitExited(ctx, 5*time.Second))
+			}
 			errs = append(errs, rt.(clabrt.Containerlab).DestroyLab(ctx, name))
 			labs = append(labs, name)
 		}
