@@ -36,13 +36,13 @@ func schedAt(s *Sim, at time.Duration, n int) string {
 }
 
 func TestTemplateExpires(t *testing.T) {
-	// -p 2 over UDP with --set udp 1: the connections go at 1 s, the template
-	// at 2 s; the client's next datagram is rr's next pick.
-	s := persistentRR(t, 2*time.Second, lab.UDP, time.Second)
+	// -p 4 over UDP with --set udp 2: the connections go at 2 s, the template
+	// at 4 s; the client's next datagram is rr's next pick.
+	s := persistentRR(t, 4*time.Second, lab.UDP, 2*time.Second)
 	if got := schedAt(s, 0, 2); got != "BB" {
 		t.Fatalf("first: %s", got)
 	}
-	if got := schedAt(s, 4*time.Second, 2); got != "AA" {
+	if got := schedAt(s, 7*time.Second, 2); got != "AA" {
 		t.Fatalf("after the template expired: %s", got)
 	}
 	if len(s.Templates()) != 1 || s.Dests[1].Persist != 1 || s.Dests[0].Persist != 0 {
@@ -51,9 +51,9 @@ func TestTemplateExpires(t *testing.T) {
 }
 
 func TestTemplateRearms(t *testing.T) {
-	// -p 1 with --set udp 5: at 1 s the template still controls a connection
-	// and lives on for 60 s; at 6 s the client still finds it.
-	s := persistentRR(t, time.Second, lab.UDP, 5*time.Second)
+	// -p 2 with --set udp 5: at 2 s the template still controls a connection
+	// and lives on for 60 s; at 7 s the client still finds it.
+	s := persistentRR(t, 2*time.Second, lab.UDP, 5*time.Second)
 	schedAt(s, 0, 1)
 	if got := schedAt(s, 7*time.Second, 1); got != "B" {
 		t.Fatalf("after the connection expired, within the re-arm: %s", got)
@@ -62,7 +62,7 @@ func TestTemplateRearms(t *testing.T) {
 	if got := schedAt(s, 66*time.Second, 1); got != "B" {
 		t.Fatalf("59 s after a use of a re-armed template: %s", got)
 	}
-	s2 := persistentRR(t, time.Second, lab.UDP, 5*time.Second)
+	s2 := persistentRR(t, 2*time.Second, lab.UDP, 5*time.Second)
 	schedAt(s2, 0, 1)
 	if got := schedAt(s2, 62*time.Second, 1); got != "A" {
 		t.Fatalf("after the re-arm ran out: %s", got)
