@@ -51,6 +51,12 @@ func benchScenario(b *testing.B, file, name string) (*scenario.Scenario, *Runner
 // so boot is excluded). Teardown is not timed. It reports the median.
 func BenchmarkUpNAT(b *testing.B) {
 	s, r := benchSetup(b, "bench")
+	b.ReportMetric(float64(medianUp(b, r, s).Microseconds())/1000, "median-ms")
+}
+
+// medianUp brings s's lab up and down b.N times, timing only up, and returns
+// the median.
+func medianUp(b *testing.B, r *Runner, s *scenario.Scenario) time.Duration {
 	ctx := context.Background()
 	var times []time.Duration
 	b.ResetTimer()
@@ -61,13 +67,13 @@ func BenchmarkUpNAT(b *testing.B) {
 		}
 		times = append(times, time.Since(t))
 		b.StopTimer()
-		if err := r.Down(ctx, "bench"); err != nil {
+		if err := r.Down(ctx, s.Name); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 	}
 	slices.Sort(times)
-	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "median-ms")
+	return times[len(times)/2]
 }
 
 // BenchmarkClientThroughput measures new HTTP connections per second through the
@@ -217,20 +223,5 @@ func BenchmarkUpContainerlab(b *testing.B) {
 	if _, err := r.RuntimeFor(ctx, lab.RuntimeContainerlab, true); err != nil {
 		b.Fatal(err)
 	}
-	var times []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		t := time.Now()
-		if _, err := r.Up(ctx, s); err != nil {
-			b.Fatal(err)
-		}
-		times = append(times, time.Since(t))
-		b.StopTimer()
-		if err := r.Down(ctx, "benchclab"); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-	}
-	slices.Sort(times)
-	b.ReportMetric(times[len(times)/2].Seconds(), "median-s")
+	b.ReportMetric(medianUp(b, r, s).Seconds(), "median-s")
 }
