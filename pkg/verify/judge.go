@@ -130,13 +130,7 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		// one's address and port (the order does not matter for the counts
 		// of the schedulers a concurrent check may be modelled with).
 		for i := range got.Sequence {
-			req := Request{Src: srcs[i%len(srcs)], Dst: dst.Addr()}
-			if i < len(got.Locals) && got.Locals[i].IsValid() {
-				req.Src, req.SrcPort = got.Locals[i].Addr(), got.Locals[i].Port()
-			} else if !req.Src.IsValid() {
-				req.Src = v.clientAddr(c.From)
-			}
-			reqs = append(reqs, req)
+			reqs = append(reqs, v.request(c, dst.Addr(), srcs[i%len(srcs)], got.Locals, i, time.Time{}))
 		}
 		srcs = nil // all sent, and no source has an order of its own
 	}
@@ -176,16 +170,11 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		got.Started = append(got.Started, rest.Started...)
 		got.Errors = rest.Errors
 		for i := range c.Requests {
-			req := Request{Src: src, Dst: dst.Addr()}
+			var at time.Time
 			if i < len(got.Started) {
-				req.At = got.Started[i]
+				at = got.Started[i]
 			}
-			if i < len(got.Locals) && got.Locals[i].IsValid() {
-				req.Src, req.SrcPort = got.Locals[i].Addr(), got.Locals[i].Port()
-			} else if !req.Src.IsValid() {
-				req.Src = v.clientAddr(c.From)
-			}
-			reqs = append(reqs, req)
+			reqs = append(reqs, v.request(c, dst.Addr(), src, got.Locals, i, at))
 		}
 		perSource = append(perSource, got.Sequence)
 		r.Observed = append(r.Observed, got.Sequence...)
@@ -568,6 +557,19 @@ func (v *Judge) settle(ctx context.Context, locals []netip.AddrPort) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// request is what the model is fed for connection i of a check: sent from src
+// to dst at at (zero: at the model's clock), from the address and port the
+// driver recorded in locals, or else src, or else the sending node's address.
+func (v *Judge) request(c lab.Check, dst, src netip.Addr, locals []netip.AddrPort, i int, at time.Time) Request {
+	req := Request{Src: src, Dst: dst, At: at}
+	if i < len(locals) && locals[i].IsValid() {
+		req.Src, req.SrcPort = locals[i].Addr(), locals[i].Port()
+	} else if !req.Src.IsValid() {
+		req.Src = v.clientAddr(c.From)
+	}
+	return req
 }
 
 func (v *Judge) clientAddr(name string) netip.Addr {
