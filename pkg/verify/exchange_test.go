@@ -34,6 +34,22 @@ func webServer(t *testing.T, node string) string {
 	return url
 }
 
+// takenInOrder checks that locals came from addr on ports handed out in order
+// from first on: each above the one before. The tests share the host's
+// loopback with everything else on the machine, so a port something else holds
+// is skipped (as the drivers do), but never more than a handful.
+func takenInOrder(t *testing.T, locals []netip.AddrPort, addr netip.Addr, first int) {
+	t.Helper()
+	const maxSkipped = 64
+	prev := first - 1
+	for i, l := range locals {
+		if l.Addr() != addr || int(l.Port()) <= prev || int(l.Port()) > first+i+maxSkipped {
+			t.Fatalf("request %d came from %s, want %s on a port above %d and at most %d", i+1, l, addr, prev, first+i+maxSkipped)
+		}
+		prev = int(l.Port())
+	}
+}
+
 // The plain driver, sequential: every request answered, each from its own
 // port of the pool, in order, and its local address recorded.
 func TestGetSequential(t *testing.T) {
@@ -43,11 +59,7 @@ func TestGetSequential(t *testing.T) {
 	if len(r.Errors) > 0 || r.Counts["web1"] != 30 || len(r.Sequence) != 30 || len(r.Locals) != 30 {
 		t.Fatalf("counts %v, %d answers, %d locals, errors %v", r.Counts, len(r.Sequence), len(r.Locals), r.Errors)
 	}
-	for i, l := range r.Locals {
-		if l.Addr() != netip.MustParseAddr("127.0.0.1") || int(l.Port()) != 40000+i {
-			t.Fatalf("request %d came from %s, want 127.0.0.1:%d", i+1, l, 40000+i)
-		}
-	}
+	takenInOrder(t, r.Locals, netip.MustParseAddr("127.0.0.1"), 40000)
 	// Without a pool the kernel chooses the port, and Locals still say which.
 	r = HTTPClient{}.Get(context.Background(), url, 3)
 	if len(r.Errors) > 0 || !r.Locals[0].IsValid() || r.Locals[0].Port() == 0 {
@@ -75,9 +87,10 @@ func TestGetConcurrent(t *testing.T) {
 	}
 	// The kernel's choice of source address, learnt once.
 	r := HTTPClient{Ports: NewSourcePorts(42000)}.GetConcurrent(context.Background(), url, 50, 8)
-	if len(r.Errors) > 0 || r.Counts["web2"] != 50 || r.Locals[49] != netip.MustParseAddrPort("127.0.0.1:42049") {
-		t.Fatalf("kernel's address: counts %v, last local %v, errors %v", r.Counts, r.Locals[49], r.Errors)
+	if len(r.Errors) > 0 || r.Counts["web2"] != 50 {
+		t.Fatalf("kernel's address: counts %v, errors %v", r.Counts, r.Errors)
 	}
+	takenInOrder(t, r.Locals, netip.MustParseAddr("127.0.0.1"), 42000)
 }
 
 // An answer longer than the first receive buffer is read on.
