@@ -69,8 +69,12 @@ unit:
 
 # Package tests that need root and a kernel with IPVS (namespaces, veth, netlink).
 # Firewall marks there must get the legacy iptables backend (no nftables ip family).
+# An engine that cannot start (a dockerd that fails, one that never answers)
+# is a clear error and leaves nothing: seconds, so here (the rest of the
+# engine's own tests are make engine; the containerlab e2e job covers them).
 privileged: build
 	LVSLAB_REQUIRE_MARKS=iptables-legacy $(GO) test -count=1 -exec "$(SANDBOX)" ./pkg/topo/ ./pkg/scenario/ ./pkg/runner/ ./pkg/apply/
+	LVSLAB_REQUIRE_ENGINE=1 $(GO) test -count=1 -run '^TestEngineStartFailures$$' -exec "$(SANDBOX)" ./pkg/image/
 
 # Firewall marks on this machine's own kernel, which has nftables (and no IPVS): in
 # two throwaway namespaces, as root, the nftables backend (and legacy iptables

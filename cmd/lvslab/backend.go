@@ -75,6 +75,11 @@ type VerifyOptions struct {
 	Keep   bool   // keep the fresh lab built for a file
 	// AllowSkip exits 0 instead of 2 when checks were skipped and none failed.
 	AllowSkip bool
+	// Runtime makes the fresh lab of a scenario file: netns (default) or containerlab.
+	Runtime lab.Runtime
+	// ResetSchedulers re-creates each service before its first check, so that
+	// rr, wrr, lblc and lblcr start afresh on a lab that has served traffic.
+	ResetSchedulers bool
 }
 
 // chooseBackend decides, once per command, where its labs live: this kernel

@@ -309,7 +309,7 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 	if err != nil {
 		return err
 	}
-	j := &verify.Judge{Driver: o.Driver, Kernel: k}
+	j := &verify.Judge{Driver: o.Driver, Kernel: k, ResetSchedulers: o.ResetSchedulers}
 	if isFile(o.Target) {
 		var err error
 		if s, err = scenario.Load(o.Target); err != nil {
@@ -324,6 +324,7 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 		if err != nil {
 			return err
 		}
+		r.RuntimeName = o.Runtime
 		l, err := r.Up(ctx, s)
 		if err != nil {
 			return err

@@ -19,9 +19,9 @@ import (
 
 func (a *app) verifyCommand() *cobra.Command {
 	var o VerifyOptions
-	var driver string
+	var driver, runtime string
 	c := &cobra.Command{
-		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--keep] SCENARIO|LAB",
+		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--keep] [--runtime netns|containerlab] [--reset-schedulers] SCENARIO|LAB",
 		Short: "run the checks a scenario declares; exit status 1 on any failure, 2 when some were skipped",
 		Long: `Run the checks a scenario declares: against a fresh lab of its own when given a
 scenario file (exact predictions need a director that has served nothing), or
@@ -29,7 +29,14 @@ against a running lab when given its name. Prints a bar per server, predicted an
 observed sequences, ARP replies, and pass or fail per check, with the reason of
 every failure and every skip. Exit status: 0 when every check passed, 1 when any
 failed, 2 when some could not be judged (skipped) and none failed; --allow-skip
-turns that 2 into 0.`,
+turns that 2 into 0.
+
+A lab that has served traffic hides where rr and wrr stand in their lists and
+what lblc and lblcr cache: their checks are skipped there, unless
+--reset-schedulers lets verify delete and re-add each such service before its
+first check (its real servers keep their connection counts, from the kernel's
+trash). That is the way to go through many scenarios on one deployed lab:
+lvslab apply, then lvslab verify --reset-schedulers.`,
 		Args: exactArgs(1, "a scenario file or a running lab's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := lab.ParseDriver(driver)
@@ -37,6 +44,14 @@ turns that 2 into 0.`,
 				return usageError{fmt.Errorf("--client %w", err)}
 			}
 			o.Target, o.Driver = args[0], d
+			switch o.Runtime = lab.Runtime(runtime); o.Runtime {
+			case lab.RuntimeNetns, lab.RuntimeContainerlab:
+			default:
+				return usageError{fmt.Errorf("--runtime %q: give netns or containerlab", runtime)}
+			}
+			if cmd.Flags().Changed("runtime") && !isFile(o.Target) {
+				return usageError{fmt.Errorf("--runtime makes the fresh lab of a scenario file; %s is not a file (a running lab keeps its runtime)", o.Target)}
+			}
 			return a.backend.Verify(cmd.Context(), o)
 		},
 	}
@@ -45,6 +60,8 @@ turns that 2 into 0.`,
 	c.Flags().StringVar(&o.JUnit, "junit", "", "also write a JUnit XML report to this file")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "keep the fresh lab built for a scenario file")
 	c.Flags().BoolVar(&o.AllowSkip, "allow-skip", false, "exit 0, not 2, when checks were skipped and none failed")
+	c.Flags().StringVar(&runtime, "runtime", string(lab.RuntimeNetns), "how a scenario file's fresh lab is made: netns or containerlab")
+	c.Flags().BoolVar(&o.ResetSchedulers, "reset-schedulers", false, "delete and re-add each rr, wrr, lblc or lblcr service before its first check, so that a lab that has served traffic can be judged")
 	return labCommand(c)
 }
 

@@ -305,3 +305,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// RecreateService deletes the service want names and adds it again as want
+// declares it, its real servers in want's order: its scheduler starts from its
+// initial state (rr's and wrr's position, lblc's and lblcr's cache). Real
+// servers that connections still use come back from the kernel's trash with
+// their connection counts, and persistence templates keep pointing at them.
+func RecreateService(h IPVS, want lab.Service) error {
+	k := toKernelService(want)
+	if err := h.DelService(k); err != nil {
+		return fmt.Errorf("re-create %s: delete: %w", want.Key(), err)
+	}
+	if err := h.NewService(k); err != nil {
+		return fmt.Errorf("re-create %s: add: %w", want.Key(), err)
+	}
+	for _, d := range want.Servers {
+		if err := h.NewDestination(k, toKernelDest(d)); err != nil {
+			return fmt.Errorf("re-create %s: add real server %s: %w", want.Key(), d.Addr, err)
+		}
+	}
+	return nil
+}

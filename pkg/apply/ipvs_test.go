@@ -177,3 +177,27 @@ func TestReconcileSchedulerAndRemovals(t *testing.T) {
 		t.Fatalf("writes %s", got)
 	}
 }
+
+// Re-creating a service deletes it and adds it again with its real servers in
+// the scenario's order, and leaves the table as it was declared.
+func TestRecreateService(t *testing.T) {
+	f := newFake()
+	if _, err := ReconcileIPVS("director", f, natRR()); err != nil {
+		t.Fatal(err)
+	}
+	f.writes = nil
+	if err := RecreateService(f, natRR()[0]); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(f.writes, "; ")
+	want := "DelService tcp:203.0.113.1:80; NewService tcp:203.0.113.1:80; NewDestination 198.51.100.11:80; NewDestination 198.51.100.12:80"
+	if got != want {
+		t.Fatalf("writes %s, want %s", got, want)
+	}
+	if changes, err := DiffIPVS("director", f, natRR()); err != nil || len(changes) != 0 {
+		t.Fatalf("after re-creating: changes %v, %v", changes, err)
+	}
+	if err := RecreateService(f, lab.Service{Protocol: "tcp", Addr: netip.MustParseAddrPort("203.0.113.9:80"), Scheduler: "rr"}); err == nil || !strings.Contains(err.Error(), "re-create tcp:203.0.113.9:80: delete") {
+		t.Fatalf("a service that is not there: %v", err)
+	}
+}

@@ -52,3 +52,16 @@ func ReadTable(n node.Node) (*lab.Table, error) {
 	}
 	return t, nil
 }
+
+// Recreate re-creates one of n's IPVS services (see RecreateService).
+func Recreate(n node.Node, want lab.Service) error {
+	h, err := ipvs.New(n.NSPath)
+	if err != nil {
+		return fmt.Errorf("%s: IPVS netlink: %w", n.Name, err)
+	}
+	defer h.Close()
+	if err := RecreateService(h, want); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return nil
+}

@@ -6,9 +6,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/lvslab/lvslab/pkg/image"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -21,7 +25,26 @@ import (
 type Starter struct {
 	Self   string
 	LogDir string
+	// Containers, when set, starts the processes of nodes that are containers
+	// inside them, as docker exec does (each node's container is named as its
+	// network namespace): the web servers run the image's lvslab
+	// (image.SelfPath), commands the image's programs, and their output goes to
+	// /var/log/lvslab/ in the container.
+	Containers ContainerStarter
 }
+
+// ContainerStarter starts a process inside a container, as docker exec does.
+// With ready it returns once the process has printed that line; it returns the
+// process's PID as lvslab sees it.
+type ContainerStarter interface {
+	StartIn(ctx context.Context, container string, argv, env []string, ready string) (pid int, err error)
+}
+
+// ContainerLogDir is where processes lvslab starts in a container write.
+const ContainerLogDir = "/var/log/lvslab"
+
+// readyTimeout bounds the wait for a web server in a container to listen.
+const readyTimeout = 30 * time.Second
 
 // Start starts the processes spec asks for and returns them for the lab's record.
 // The web servers' sockets are listening when Start returns, so they answer at once.
@@ -42,6 +65,14 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 	// node's web service is stopping its process (role "webd-<node>").
 	for _, ns := range spec.Nodes {
 		if ns.Web == nil {
+			continue
+		}
+		if s.Containers != nil {
+			p, err := s.startWebIn(ctx, nodes[ns.Name], ns.Web)
+			if err != nil {
+				return procs, err
+			}
+			procs = append(procs, p)
 			continue
 		}
 		var names []string
@@ -72,6 +103,14 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 	}
 	for _, ns := range spec.Nodes {
 		for i, argv := range ns.Commands {
+			if s.Containers != nil {
+				p, err := s.startIn(ctx, nodes[ns.Name], fmt.Sprintf("%s-cmd%d", ns.Name, i), commandIn(fmt.Sprintf("%s-cmd%d", ns.Name, i), argv), nil, "")
+				if err != nil {
+					return procs, fmt.Errorf("%s: commands[%d] %q: %w", ns.Name, i, argv, err)
+				}
+				procs = append(procs, p)
+				continue
+			}
 			cmd := exec.Command(argv[0], argv[1:]...)
 			p, err := s.launch(cmd, fmt.Sprintf("%s-cmd%d", ns.Name, i), nodes[ns.Name])
 			if err != nil {
@@ -81,6 +120,47 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 		}
 	}
 	return procs, nil
+}
+
+// startWebIn starts a node's web server inside its container: the image's
+// lvslab opens the sockets itself and says when they listen.
+func (s Starter) startWebIn(ctx context.Context, n node.Node, w *lab.Web) (state.Process, error) {
+	var items []string
+	for _, l := range listeners(w) {
+		items = append(items, fmt.Sprintf("%s/%s/%d", n.Name, l.kind, l.port))
+	}
+	role := "webd-" + n.Name
+	env := []string{
+		webd.EnvListen + "=" + strings.Join(items, ","),
+		webd.EnvLog + "=" + path.Join(ContainerLogDir, role+".log"),
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	p, err := s.startIn(ctx, n, role, []string{image.SelfPath, "webd"}, env, webd.Ready)
+	if err != nil {
+		return p, fmt.Errorf("%s: web server: %w", n.Name, err)
+	}
+	return p, nil
+}
+
+// commandIn is a node's command as run in its container: its output to a log
+// of the container's.
+func commandIn(role string, argv []string) []string {
+	log := path.Join(ContainerLogDir, role+".log")
+	return append([]string{"/bin/sh", "-c", `mkdir -p "${0%/*}" && exec "$@" >>"$0" 2>&1`, log}, argv...)
+}
+
+// startIn starts argv in n's container and records it.
+func (s Starter) startIn(ctx context.Context, n node.Node, role string, argv, env []string, ready string) (state.Process, error) {
+	pid, err := s.Containers.StartIn(ctx, filepath.Base(n.NSPath), argv, env, ready)
+	if err != nil {
+		return state.Process{}, err
+	}
+	p := state.Process{Role: role, Node: n.Name, Pid: pid}
+	// A command that has ended already, and well, is recorded as ended (its
+	// start time unknown: it never matches a process).
+	p.StartTime, _ = state.ProcessStartTime(pid)
+	return p, nil
 }
 
 func closeFiles(files []*os.File) {

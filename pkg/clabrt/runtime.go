@@ -8,6 +8,7 @@
 package clabrt
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -342,4 +343,84 @@ func (c Containerlab) Exec(ctx context.Context, name string, argv []string, stdi
 		return 0, fmt.Errorf("exec in %s: %w", name, err)
 	}
 	return st.ExitCode, nil
+}
+
+// StartIn starts argv with env inside a container, as docker exec -d does: in
+// every namespace and the cgroup of the container, so that docker exec and
+// docker top see it. With ready it returns once the process has printed the
+// line ready on its standard output, and fails with what it printed if it
+// ends first; the process must stop writing to that output then (the exec's
+// stream is closed). It returns the process's PID in the engine's PID
+// namespace (lvslab's, where it runs beside the engine).
+func (c Containerlab) StartIn(ctx context.Context, name string, argv, env []string, ready string) (int, error) {
+	cli, err := c.Client()
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	ex, err := cli.ContainerExecCreate(ctx, name, container.ExecOptions{
+		Cmd: argv, Env: env, AttachStdout: ready != "", AttachStderr: ready != "", Detach: ready == "",
+	})
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	if ready == "" {
+		if err := cli.ContainerExecStart(ctx, ex.ID, container.ExecStartOptions{Detach: true}); err != nil {
+			return 0, fmt.Errorf("exec in %s: %w", name, err)
+		}
+	} else if err := waitLine(ctx, cli, ex.ID, ready); err != nil {
+		return 0, fmt.Errorf("exec %s in %s: %w", argv[0], name, err)
+	}
+	// The PID is known once the engine has started the process.
+	for {
+		st, err := cli.ContainerExecInspect(ctx, ex.ID)
+		if err != nil {
+			return 0, fmt.Errorf("exec in %s: %w", name, err)
+		}
+		switch {
+		case st.Pid != 0 && st.Running:
+			return st.Pid, nil
+		case !st.Running && st.ExitCode != 0:
+			return 0, fmt.Errorf("exec %s in %s: exited with status %d", argv[0], name, st.ExitCode)
+		case !st.Running && st.Pid != 0:
+			return st.Pid, nil // done already, and well
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("exec in %s: %w", name, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitLine attaches to an exec and reads its output until a line equals
+// ready; the output up to there is the error when the stream ends first.
+func waitLine(ctx context.Context, cli *dockerC.Client, id, ready string) error {
+	att, err := cli.ContainerExecAttach(ctx, id, container.ExecAttachOptions{})
+	if err != nil {
+		return err
+	}
+	defer att.Close()
+	stop := context.AfterFunc(ctx, att.Close) // a read in progress ends with ctx
+	defer stop()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, pw, att.Reader)
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+	var out []string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if sc.Text() == ready {
+			return nil
+		}
+		out = append(out, sc.Text())
+	}
+	st, ierr := cli.ContainerExecInspect(ctx, id)
+	msg := strings.TrimSpace(strings.Join(out, "\n"))
+	if ierr == nil && !st.Running {
+		return fmt.Errorf("exited with status %d: %s", st.ExitCode, msg)
+	}
+	return fmt.Errorf("ended its output before %q: %s", ready, msg)
 }

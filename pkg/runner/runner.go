@@ -118,6 +118,16 @@ func (r *Runner) step(name string, err error) error {
 	return err
 }
 
+// starter starts a lab's processes: inside its nodes' containers where the
+// runtime has them, else in their namespaces.
+func (r *Runner) starter(rt topo.Runtime, labName string) apply.Starter {
+	st := apply.Starter{Self: r.Self, LogDir: r.logDir(labName)}
+	if c, ok := rt.(apply.ContainerStarter); ok {
+		st.Containers = c
+	}
+	return st
+}
+
 func (r *Runner) logDir(labName string) string {
 	return filepath.Join(filepath.Dir(r.Store.Dir), "logs", labName)
 }
@@ -206,8 +216,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 		return fail("apply", err)
 	}
 	r.step("apply (read back from the kernel)", nil)
-	starter := apply.Starter{Self: r.Self, LogDir: r.logDir(s.Name)}
-	procs, err := starter.Start(ctx, handles, s.Spec)
+	procs, err := r.starter(rt, s.Name).Start(ctx, handles, s.Spec)
 	if err != nil {
 		return fail("start services", err)
 	}
@@ -301,8 +310,11 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 				next.Nodes = append(next.Nodes, n)
 			}
 		}
-		starter := apply.Starter{Self: r.Self, LogDir: r.logDir(s.Name)}
-		procs, err := starter.Start(ctx, handles, next)
+		rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+		if err != nil {
+			return changes, err
+		}
+		procs, err := r.starter(rt, s.Name).Start(ctx, handles, next)
 		if err != nil {
 			return changes, err
 		}
@@ -400,7 +412,13 @@ func (r *Runner) Down(ctx context.Context, name string) error {
 		return err
 	}
 	var errs []error
-	procs := append(l.Processes, state.ProcessesIn(l.Namespaces())...)
+	procs := l.Processes
+	if c, ok := rt.(clabrt.Containerlab); !ok || c.NoEngine {
+		// Unrecorded processes too (lvslab killed during up). A container's
+		// go with it: killing them here would only make the engine handle
+		// containers that died under it, and restart them.
+		procs = append(procs, state.ProcessesIn(l.Namespaces())...)
+	}
 	for _, p := range procs {
 		errs = append(errs, p.Kill())
 	}
@@ -442,19 +460,7 @@ func (r *Runner) GC(ctx context.Context) ([]string, error) {
 		more, err := rt.(clabrt.Containerlab).Leftovers(ctx)
 		errs = append(errs, err)
 		for _, name := range more {
-			// Its processes first (web servers run in the containers'
-			// namespaces), found by namespace as Down finds unrecorded ones.
-			nss, _ := filepath.Glob(filepath.Join(node.NetnsDir, topo.NSName(name, "*")))
-			for i := range nss {
-				nss[i] = filepath.Base(nss[i])
-			}
-			procs := state.ProcessesIn(nss)
-			for _, p := range procs {
-				errs = append(errs, p.Kill())
-			}
-			for _, p := range procs {
-				errs = append(errs, p.WaitExited(ctx, 5*time.Second))
-			}
+			// Its processes run in its containers and go with them.
 			errs = append(errs, rt.(clabrt.Containerlab).DestroyLab(ctx, name))
 			labs = append(labs, name)
 		}

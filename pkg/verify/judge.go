@@ -49,6 +49,11 @@ type Judge struct {
 	Director string               // the node holding the IPVS services
 	Driver   lab.Driver           // go (default) or curl
 	Kernel   Kernel               // the kernel the lab runs on: the models follow its release
+	// ResetSchedulers re-creates an rr, wrr, lblc or lblcr service (delete,
+	// add, as the scenario declares it) before the first check that goes to
+	// it: on a lab that has served traffic, their position and cache are
+	// otherwise unknown. Real servers keep their counts (the kernel's trash).
+	ResetSchedulers bool
 
 	ports  *SourcePorts
 	models map[string]*serviceModel // per service key, kept for the whole run
@@ -365,6 +370,19 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 		return nil, svc, dst, "the service " + svc.Key() + " is not in the kernel", false
 	}
 	m = v.models[svc.Key()]
+	reset := false
+	if m == nil && v.ResetSchedulers && hidesState(svc.Scheduler) {
+		if err := apply.Recreate(v.Nodes[v.Director], svc); err != nil {
+			return nil, svc, dst, err.Error(), false
+		}
+		if t, err = apply.ReadTable(v.Nodes[v.Director]); err != nil {
+			return nil, svc, dst, err.Error(), false
+		}
+		if entry = t.Find(svc.Key()); entry == nil {
+			return nil, svc, dst, "the service " + svc.Key() + " is not in the kernel after re-creating it", false
+		}
+		reset = true
+	}
 	if m == nil {
 		// The kernel folds its connection counter in every 2 s (ip_vs_est.c), so it
 		// lags; the live per-server counts cover the 2 minutes of TIME_WAIT after.
@@ -372,11 +390,11 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 		for _, c := range entry.Conns {
 			served = served || c.Active+c.Inactive > 0
 		}
-		if served && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
-			return nil, svc, dst, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+		if served && !reset && (svc.Scheduler == lab.RR || svc.Scheduler == lab.WRR) {
+			return nil, svc, dst, fmt.Sprintf("%s keeps a position the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab, or with --reset-schedulers", svc.Scheduler, entry.Connections), false
 		}
-		if served && (svc.Scheduler == lab.LBLC || svc.Scheduler == lab.LBLCR) {
-			return nil, svc, dst, fmt.Sprintf("%s keeps a cache of destination addresses the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab", svc.Scheduler, entry.Connections), false
+		if served && !reset && (svc.Scheduler == lab.LBLC || svc.Scheduler == lab.LBLCR) {
+			return nil, svc, dst, fmt.Sprintf("%s keeps a cache of destination addresses the kernel does not expose, and this lab has served %d connections: run lvslab verify on the scenario file for a fresh lab, or with --reset-schedulers", svc.Scheduler, entry.Connections), false
 		}
 		sim, err := NewSim(v.Kernel, svc.Scheduler, svc.SchedFlags...)
 		if err != nil {
@@ -418,6 +436,12 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 		return nil, svc, dst, "the director's connection counts differ from what the connections lvslab sent give (" + diff + "): the lab served traffic lvslab did not see, or an earlier check went otherwise than predicted", true
 	}
 	return m, svc, dst, "", false
+}
+
+// hidesState reports whether a scheduler keeps state the kernel does not show:
+// rr's and wrr's position, lblc's and lblcr's cache.
+func hidesState(s lab.Scheduler) bool {
+	return s == lab.RR || s == lab.WRR || s == lab.LBLC || s == lab.LBLCR
 }
 
 // configure gives a new model the service's persistence, the director's

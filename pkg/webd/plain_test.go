@@ -127,3 +127,27 @@ func TestPlainManyClients(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The daemon opens the sockets EnvListen names itself (inside a container,
+// where none can be handed over), and says which item of it is wrong.
+func TestListen(t *testing.T) {
+	ls, err := Listen("web1/http/0,web1/udp/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 2 || ls[0].Stream == nil || ls[1].Packet == nil || ls[0].Node != "web1" || ls[1].Kind != KindUDP {
+		t.Fatalf("listeners %+v", ls)
+	}
+	for _, l := range ls {
+		l.close()
+	}
+	for spec, want := range map[string]string{
+		"web1/http":        `"web1/http" is not node/kind/port`,
+		"web1/http/eighty": `"web1/http/eighty": port`,
+		"web1/ftp/21":      `web1/ftp/21: unknown kind "ftp"`,
+	} {
+		if _, err := Listen(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Listen(%q) = %v, want an error with %q", spec, err, want)
+		}
+	}
+}

@@ -18,9 +18,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lvslab/lvslab/internal/epoll"
 )
@@ -29,6 +32,20 @@ import (
 // and what they serve: "web1/http,web1/https,web2/udp" means fd 3 serves HTTP for
 // web1, fd 4 HTTPS for web1 and fd 5 UDP for web2.
 const EnvListeners = "LVSLAB_WEBD_LISTENERS"
+
+// EnvListen is the other way to say what to serve, for a daemon started where
+// no descriptor can be handed over (inside a container, by docker exec):
+// "web1/http/80,web1/udp/53" makes it open those sockets itself, on every
+// address of its network namespace.
+const EnvListen = "LVSLAB_WEBD_LISTEN"
+
+// EnvLog names the file the daemon's output goes to once it is ready. With it,
+// the daemon prints Ready on its standard output when every socket listens,
+// then writes only to that file: the caller that waited for the line may go.
+const EnvLog = "LVSLAB_WEBD_LOG"
+
+// Ready is the line the daemon prints when every socket listens (with EnvLog).
+const Ready = "lvslab webd ready"
 
 // Kinds of listeners.
 const (
@@ -162,9 +179,29 @@ func Main(ctx context.Context) error {
 	if _, err := epoll.Batch(); err != nil {
 		fmt.Fprintln(os.Stderr, "webd:", err) // slower, not wrong: go on
 	}
-	specs := strings.Split(os.Getenv(EnvListeners), ",")
-	if len(specs) == 0 || specs[0] == "" {
-		return fmt.Errorf("webd: %s is empty", EnvListeners)
+	var ls []Listener
+	var err error
+	if spec := os.Getenv(EnvListen); spec != "" {
+		ls, err = Listen(spec)
+	} else {
+		ls, err = inherited(os.Getenv(EnvListeners))
+	}
+	if err != nil {
+		return err
+	}
+	if log := os.Getenv(EnvLog); log != "" {
+		if err := readyThenLog(log); err != nil {
+			return err
+		}
+	}
+	return Serve(ctx, ls)
+}
+
+// inherited makes the listeners of descriptors 3 on, as EnvListeners names them.
+func inherited(env string) ([]Listener, error) {
+	specs := strings.Split(env, ",")
+	if env == "" {
+		return nil, fmt.Errorf("webd: neither %s nor %s is set", EnvListeners, EnvListen)
 	}
 	var ls []Listener
 	for i, spec := range specs {
@@ -182,9 +219,76 @@ func Main(ctx context.Context) error {
 		}
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("webd: listener %d (%s): %w", i, spec, err)
+			return nil, fmt.Errorf("webd: listener %d (%s): %w", i, spec, err)
 		}
 		ls = append(ls, l)
 	}
-	return Serve(ctx, ls)
+	return ls, nil
+}
+
+// Listen opens the sockets an EnvListen value names ("web1/http/80,...").
+// On failure it closes those it opened.
+func Listen(spec string) (ls []Listener, err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range ls {
+				l.close()
+			}
+			ls = nil
+		}
+	}()
+	for _, item := range strings.Split(spec, ",") {
+		parts := strings.Split(item, "/")
+		if len(parts) != 3 {
+			return ls, fmt.Errorf("webd: %s: %q is not node/kind/port", EnvListen, item)
+		}
+		port, perr := strconv.ParseUint(parts[2], 10, 16)
+		if perr != nil {
+			return ls, fmt.Errorf("webd: %s: %q: port: %w", EnvListen, item, perr)
+		}
+		l := Listener{Node: parts[0], Kind: parts[1]}
+		addr := ":" + strconv.FormatUint(port, 10)
+		switch l.Kind {
+		case KindHTTP, KindHTTPS:
+			l.Stream, err = net.Listen("tcp", addr)
+		case KindUDP:
+			l.Packet, err = net.ListenPacket("udp", addr)
+		default:
+			err = fmt.Errorf("unknown kind %q", l.Kind)
+		}
+		if err != nil {
+			return ls, fmt.Errorf("webd: %s: %w", item, err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
+
+func (l Listener) close() {
+	if l.Stream != nil {
+		l.Stream.Close()
+	}
+	if l.Packet != nil {
+		l.Packet.Close()
+	}
+}
+
+// readyThenLog prints Ready on standard output, then points standard output
+// and error at the file log (made with its directory if missing).
+func readyThenLog(log string) error {
+	if err := os.MkdirAll(filepath.Dir(log), 0o755); err != nil {
+		return fmt.Errorf("webd: log: %w", err)
+	}
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("webd: log: %w", err)
+	}
+	defer f.Close()
+	fmt.Fprintln(os.Stdout, Ready)
+	for _, fd := range []int{1, 2} {
+		if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
+			return fmt.Errorf("webd: log: %w", err)
+		}
+	}
+	return nil
 }
