@@ -219,7 +219,7 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 		})
 
 		DescribeTable("passes lvslab verify for every shipped scenario of its topology, applied onto it",
-			applyAndVerify, entriesOf(nat, shippedOn("lvs-nat.clab.yml", "scenarios/nat-rr.yaml",
+			applyAndVerify, entriesOf(nat, shippedOn("lvs-nat.clab.yml", "scenarios/nat-rr.yaml", "scenarios/nat-steps.yaml",
 				"scenarios/nat-ppc.yaml", "scenarios/nat-pcc.yaml", "scenarios/nat-fwmark.yaml", "scenarios/nat-ipv6.yaml", "scenarios/nat-udp.yaml")))
 
 		// Each scenario applied onto the running containers, then its model's

@@ -346,9 +346,18 @@ func (b *localBackend) Verify(ctx context.Context, o VerifyOptions) error {
 		}
 		j.Nodes, j.Lab, j.Director = l.Handles(), l.Name, l.Director
 	}
-	if len(s.Checks) == 0 {
-		return fmt.Errorf("verify: %s declares no checks (add a checks: section)", o.Target)
+	if len(s.Checks) == 0 && len(s.Steps) == 0 {
+		return fmt.Errorf("verify: %s declares no checks (add a checks: or steps: section)", o.Target)
 	}
-	j.Spec, j.Checks = &s.Spec, s.Checks
+	j.Spec, j.Checks, j.Steps = &s.Spec, s.Checks, s.Steps
+	if len(s.Steps) > 0 {
+		r, err := b.runner(ctx, true)
+		if err != nil {
+			return err
+		}
+		if j.Control, err = r.Control(ctx, j.Lab); err != nil {
+			return err
+		}
+	}
 	return report(ctx, b.app.stdout, o, s, j)
 }

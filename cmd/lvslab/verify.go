@@ -132,7 +132,12 @@ func verdictStatus(results []verify.Outcome, allowSkip bool) error {
 func writeResults(w io.Writer, labName, file string, k verify.Kernel, results []verify.Outcome) {
 	fmt.Fprintf(w, "lab %s (%s) on kernel %s\n", labName, file, k)
 	passed, failed, skipped := 0, 0, 0
+	step := ""
 	for _, r := range results {
+		if r.Step != step {
+			step = r.Step
+			fmt.Fprintf(w, "\n── %s ──\n", step)
+		}
 		mark := "✓"
 		switch {
 		case r.Skipped:
@@ -231,6 +236,9 @@ func writeJUnit(path, labName string, k verify.Kernel, results []verify.Outcome)
 	var total time.Duration
 	for _, r := range results {
 		c := junitCase{Name: r.Check, Class: labName, Time: r.Duration.Seconds(), Out: r.What}
+		if r.Step != "" {
+			c.Class = labName + " / " + r.Step
+		}
 		switch {
 		case r.Skipped:
 			c.Skipped = &junitFailure{Message: r.Message}

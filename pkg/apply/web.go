@@ -67,35 +67,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 		if ns.Web == nil {
 			continue
 		}
-		if s.Containers != nil {
-			p, err := s.startWebIn(ctx, nodes[ns.Name], ns.Web)
-			if err != nil {
-				return procs, err
-			}
-			procs = append(procs, p)
-			continue
-		}
-		var names []string
-		var files []*os.File
-		for _, l := range listeners(ns.Web) {
-			var f *os.File
-			err := nodes[ns.Name].Do(func() error {
-				var err error
-				f, err = openSocket(l.kind, l.port)
-				return err
-			})
-			if err != nil {
-				closeFiles(files)
-				return procs, fmt.Errorf("%s: %s server on port %d: %w", ns.Name, l.kind, l.port, err)
-			}
-			names = append(names, ns.Name+"/"+l.kind)
-			files = append(files, f)
-		}
-		cmd := exec.Command(s.Self, "webd")
-		cmd.Env = append(os.Environ(), webd.EnvListeners+"="+strings.Join(names, ","))
-		cmd.ExtraFiles = files
-		p, err := s.launch(cmd, "webd-"+ns.Name, nodes[ns.Name])
-		closeFiles(files)
+		p, err := s.StartWeb(ctx, nodes[ns.Name], ns.Web)
 		if err != nil {
 			return procs, err
 		}
@@ -103,23 +75,103 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 	}
 	for _, ns := range spec.Nodes {
 		for i, argv := range ns.Commands {
-			if s.Containers != nil {
-				p, err := s.startIn(ctx, nodes[ns.Name], fmt.Sprintf("%s-cmd%d", ns.Name, i), commandIn(fmt.Sprintf("%s-cmd%d", ns.Name, i), argv), nil, "")
-				if err != nil {
-					return procs, fmt.Errorf("%s: commands[%d] %q: %w", ns.Name, i, argv, err)
-				}
-				procs = append(procs, p)
-				continue
-			}
-			cmd := exec.Command(argv[0], argv[1:]...)
-			p, err := s.launch(cmd, fmt.Sprintf("%s-cmd%d", ns.Name, i), nodes[ns.Name])
+			p, err := s.StartCommand(ctx, nodes[ns.Name], CommandRole(ns.Name, i), argv)
 			if err != nil {
 				return procs, fmt.Errorf("%s: commands[%d] %q: %w", ns.Name, i, argv, err)
 			}
 			procs = append(procs, p)
 		}
+		if ns.Keepalived != nil {
+			p, err := s.StartKeepalived(ctx, nodes[ns.Name], ns.Keepalived)
+			if err != nil {
+				return procs, fmt.Errorf("%s: keepalived: %w", ns.Name, err)
+			}
+			procs = append(procs, p)
+		}
 	}
 	return procs, nil
+}
+
+// KeepalivedRole names a node's keepalived in the lab's record.
+func KeepalivedRole(node string) string { return node + "-keepalived" }
+
+// keepalivedFlags run keepalived in the foreground, VRRP only, logging to its
+// output (the role's log).
+var keepalivedFlags = []string{"--dont-fork", "--log-console", "--log-detail", "--vrrp"}
+
+// envKeepalivedConf carries the configuration into a container.
+const envKeepalivedConf = "LVSLAB_KEEPALIVED_CONF"
+
+// StartKeepalived writes a node's keepalived.conf and starts keepalived on
+// it: in a namespace, with its configuration and PID files in the lab's log
+// directory (so that two nodes' keepalived never share one); in a container,
+// with its configuration at /etc/keepalived/keepalived.conf there.
+func (s Starter) StartKeepalived(ctx context.Context, n node.Node, k *lab.Keepalived) (state.Process, error) {
+	role := KeepalivedRole(n.Name)
+	conf := k.Config(n.Name)
+	if s.Containers != nil {
+		log := path.Join(ContainerLogDir, role+".log")
+		script := `mkdir -p /etc/keepalived "${0%/*}" && printf '%s' "$` + envKeepalivedConf + `" >/etc/keepalived/keepalived.conf && exec keepalived "$@" --use-file /etc/keepalived/keepalived.conf >>"$0" 2>&1`
+		return s.startIn(ctx, n, role, append([]string{"/bin/sh", "-c", script, log}, keepalivedFlags...), []string{envKeepalivedConf + "=" + conf}, "")
+	}
+	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
+		return state.Process{}, fmt.Errorf("log dir: %w", err)
+	}
+	file := filepath.Join(s.LogDir, role+".conf")
+	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
+		return state.Process{}, err
+	}
+	args := append(append([]string(nil), keepalivedFlags...), "--use-file", file,
+		"--pid", filepath.Join(s.LogDir, role+".pid"),
+		"--vrrp_pid", filepath.Join(s.LogDir, role+"-vrrp.pid"),
+		"--checkers_pid", filepath.Join(s.LogDir, role+"-checkers.pid"))
+	return s.launch(exec.Command("keepalived", args...), role, n)
+}
+
+// WebRole names a node's web server in the lab's record.
+func WebRole(node string) string { return "webd-" + node }
+
+// CommandRole names a node's i-th command in the lab's record.
+func CommandRole(node string, i int) string { return fmt.Sprintf("%s-cmd%d", node, i) }
+
+// StartWeb starts a node's web server; its sockets listen when it returns.
+func (s Starter) StartWeb(ctx context.Context, n node.Node, w *lab.Web) (state.Process, error) {
+	if s.Containers != nil {
+		return s.startWebIn(ctx, n, w)
+	}
+	var names []string
+	var files []*os.File
+	for _, l := range listeners(w) {
+		var f *os.File
+		err := n.Do(func() error {
+			var err error
+			f, err = openSocket(l.kind, l.port)
+			return err
+		})
+		if err != nil {
+			closeFiles(files)
+			return state.Process{}, fmt.Errorf("%s: %s server on port %d: %w", n.Name, l.kind, l.port, err)
+		}
+		names = append(names, n.Name+"/"+l.kind)
+		files = append(files, f)
+	}
+	cmd := exec.Command(s.Self, "webd")
+	cmd.Env = append(os.Environ(), webd.EnvListeners+"="+strings.Join(names, ","))
+	cmd.ExtraFiles = files
+	p, err := s.launch(cmd, WebRole(n.Name), n)
+	closeFiles(files)
+	return p, err
+}
+
+// StartCommand starts one of a node's commands under role.
+func (s Starter) StartCommand(ctx context.Context, n node.Node, role string, argv []string) (state.Process, error) {
+	if s.Containers != nil {
+		return s.startIn(ctx, n, role, commandIn(role, argv), nil, "")
+	}
+	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
+		return state.Process{}, fmt.Errorf("log dir: %w", err)
+	}
+	return s.launch(exec.Command(argv[0], argv[1:]...), role, n)
 }
 
 // startWebIn starts a node's web server inside its container: the image's
@@ -129,7 +181,7 @@ func (s Starter) startWebIn(ctx context.Context, n node.Node, w *lab.Web) (state
 	for _, l := range listeners(w) {
 		items = append(items, fmt.Sprintf("%s/%s/%d", n.Name, l.kind, l.port))
 	}
-	role := "webd-" + n.Name
+	role := WebRole(n.Name)
 	env := []string{
 		webd.EnvListen + "=" + strings.Join(items, ","),
 		webd.EnvLog + "=" + path.Join(ContainerLogDir, role+".log"),

@@ -229,10 +229,13 @@ func KernelModules() []string {
 	for _, s := range Schedulers() {
 		mods = append(mods, s.Module())
 	}
-	mods = append(mods, "ipip", "ipv6")
+	mods = append(mods, "ipip", "ipv6", ModuleNetem)
 	mods = append(mods, MarkModules()...)
 	return append(mods, MarkModules6()...) // xt_mark and xt_multiport twice: loading is idempotent
 }
+
+// ModuleNetem is the qdisc netem steps put on a link.
+const ModuleNetem = "sch_netem"
 
 // DefaultTimeout is the persistence timeout ipvsadm uses for -p without a value.
 const DefaultTimeout = 300

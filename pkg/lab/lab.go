@@ -27,15 +27,16 @@ type Spec struct {
 
 // NodeSpec is the desired state of one node.
 type NodeSpec struct {
-	Name      string
-	Addresses []Address
-	Routes    []Route
-	Sysctls   []Sysctl
-	Services  []Service // IPVS virtual services (the director)
-	Timeouts  *Timeouts // IPVS connection timeouts (ipvsadm --set); nil to leave them
-	Marks     []Mark    // firewall marks (at prerouting, where iptables' mangle table is)
-	Web       *Web      // built-in web server, nil for none
-	Commands  [][]string
+	Name       string
+	Addresses  []Address
+	Routes     []Route
+	Sysctls    []Sysctl
+	Services   []Service // IPVS virtual services (the director)
+	Timeouts   *Timeouts // IPVS connection timeouts (ipvsadm --set); nil to leave them
+	Marks      []Mark    // firewall marks (at prerouting, where iptables' mangle table is)
+	Web        *Web      // built-in web server, nil for none
+	Commands   [][]string
+	Keepalived *Keepalived // keepalived started with a keepalived.conf lvslab writes; nil for none
 }
 
 // Director returns the node that holds IPVS services, or "".

@@ -337,7 +337,13 @@ func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario) ([]apply.Chang
 // applied before (all, when that is not known), and those with a process that
 // is gone. Records without nodes (older lvslab) restart every node.
 func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []string {
-	procs := func(n lab.NodeSpec) string { return fmt.Sprintf("%+v %q", n.Web, n.Commands) }
+	procs := func(n lab.NodeSpec) string {
+		k := ""
+		if n.Keepalived != nil {
+			k = n.Keepalived.Config(n.Name)
+		}
+		return fmt.Sprintf("%+v %q %q", n.Web, n.Commands, k)
+	}
 	var out []string
 	add := func(name string) {
 		if !slices.Contains(out, name) {
@@ -355,7 +361,7 @@ func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []
 	}
 	if previous != nil {
 		for _, was := range previous.Nodes {
-			if _, still := next.Node(was.Name); !still && (was.Web != nil || len(was.Commands) > 0) {
+			if _, still := next.Node(was.Name); !still && (was.Web != nil || len(was.Commands) > 0 || was.Keepalived != nil) {
 				add(was.Name)
 			}
 		}

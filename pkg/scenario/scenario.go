@@ -28,6 +28,7 @@ type Scenario struct {
 	Topology    *topo.Topology
 	Spec        lab.Spec
 	Checks      []lab.Check // what lvslab verify checks
+	Steps       []lab.Step  // changes to the lab, each followed by its checks (after Checks)
 	Source      []byte      // the file's text
 }
 
@@ -53,16 +54,18 @@ type rawScenario struct {
 	Topology    string              `yaml:"topology,omitempty"`
 	Nodes       map[string]*rawNode `yaml:"nodes,omitempty"`
 	Checks      []rawCheck          `yaml:"checks,omitempty"`
+	Steps       []rawStep           `yaml:"steps,omitempty"`
 }
 
 type rawNode struct {
-	Addresses map[string][]string `yaml:"addresses,omitempty"`
-	Routes    []rawRoute          `yaml:"routes,omitempty"`
-	Sysctls   map[string]string   `yaml:"sysctls,omitempty"`
-	IPVS      *rawIPVS            `yaml:"ipvs,omitempty"`
-	Web       *rawWeb             `yaml:"web,omitempty"`
-	Firewall  *rawFirewall        `yaml:"firewall,omitempty"`
-	Commands  [][]string          `yaml:"commands,omitempty"`
+	Addresses  map[string][]string `yaml:"addresses,omitempty"`
+	Routes     []rawRoute          `yaml:"routes,omitempty"`
+	Sysctls    map[string]string   `yaml:"sysctls,omitempty"`
+	IPVS       *rawIPVS            `yaml:"ipvs,omitempty"`
+	Web        *rawWeb             `yaml:"web,omitempty"`
+	Firewall   *rawFirewall        `yaml:"firewall,omitempty"`
+	Commands   [][]string          `yaml:"commands,omitempty"`
+	Keepalived *rawKeepalived      `yaml:"keepalived,omitempty"`
 }
 
 type rawRoute struct {
@@ -206,6 +209,9 @@ func Parse(file string, data []byte) (*Scenario, error) {
 		}
 		s.Checks = append(s.Checks, c)
 	}
+	if s.Steps, err = parseSteps(s, raw.Steps, fail); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -266,6 +272,29 @@ func l2Segment(t *topo.Topology, node string) []string {
 }
 
 type failFunc func(field, f string, a ...any) error
+
+// haMark marks, in the map of services already defined, those of a node
+// that runs keepalived.
+const haMark = "keepalived "
+
+// claimVIP records that field defines service key. A service is defined once,
+// except on directors that share it under keepalived (each holds the table;
+// VRRP decides which one gets the traffic): two nodes with a keepalived
+// section may both define it, never one node twice.
+func claimVIP(vips map[string]string, key, field string, ha bool, fail failFunc) error {
+	node := func(f string) string { parts := strings.SplitN(f, ".", 3); return parts[1] }
+	if prev, dup := vips[key]; dup {
+		p, prevHA := strings.CutPrefix(prev, haMark)
+		if !ha || !prevHA || node(p) == node(field) {
+			return fail(field, "service %s is already defined at %s", key, p)
+		}
+	}
+	if ha {
+		field = haMark + field
+	}
+	vips[key] = field
+	return nil
+}
 
 func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips map[string]string) (lab.NodeSpec, error) {
 	field := "nodes." + name
@@ -354,10 +383,9 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 			if err != nil {
 				return ns, err
 			}
-			if prev, dup := vips[svc.Key()]; dup {
-				return ns, fail(f, "service %s is already defined at %s", svc.Key(), prev)
+			if err := claimVIP(vips, svc.Key(), f, rn.Keepalived != nil, fail); err != nil {
+				return ns, err
 			}
-			vips[svc.Key()] = f
 			table = append(table, svc)
 		}
 		for i, line := range rn.IPVS.Rules {
@@ -370,10 +398,9 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 				return ns, fail(f, "%q: %v", line, err)
 			}
 			if r.Op == ipvsadm.AddService {
-				if prev, dup := vips[r.Service.Key()]; dup {
-					return ns, fail(f, "service %s is already defined at %s", r.Service.Key(), prev)
+				if err := claimVIP(vips, r.Service.Key(), f, rn.Keepalived != nil, fail); err != nil {
+					return ns, err
 				}
-				vips[r.Service.Key()] = f
 			}
 		}
 		ns.Services = table
@@ -442,6 +469,13 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 		}
 	}
 	ns.Commands = rn.Commands
+	if rn.Keepalived != nil {
+		k, err := parseKeepalived(t, field+".keepalived", name, rn.Keepalived, fail)
+		if err != nil {
+			return ns, err
+		}
+		ns.Keepalived = k
+	}
 	return ns, nil
 }
 

@@ -25,6 +25,9 @@ func Marshal(s *Scenario) ([]byte, error) {
 	for _, c := range s.Checks {
 		raw.Checks = append(raw.Checks, marshalCheck(c))
 	}
+	for _, st := range s.Steps {
+		raw.Steps = append(raw.Steps, marshalStep(st))
+	}
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
@@ -45,6 +48,18 @@ func Write(path string, s *Scenario) error {
 
 func marshalNode(n lab.NodeSpec) *rawNode {
 	rn := &rawNode{Commands: n.Commands}
+	if n.Keepalived != nil {
+		rk := &rawKeepalived{}
+		for _, v := range n.Keepalived.VRRP {
+			rv := rawVRRP{Instance: v.Name, Interface: v.Interface, RouterID: v.RouterID, State: v.State,
+				Priority: v.Priority, AdvertInt: v.AdvertInt, NoPreempt: v.NoPreempt}
+			for _, p := range v.VIPs {
+				rv.VIPs = append(rv.VIPs, p.String())
+			}
+			rk.VRRP = append(rk.VRRP, rv)
+		}
+		rn.Keepalived = rk
+	}
 	for _, a := range n.Addresses {
 		if rn.Addresses == nil {
 			rn.Addresses = map[string][]string{}
@@ -147,4 +162,65 @@ func ints(ports []uint16) []int {
 		out[i] = int(p)
 	}
 	return out
+}
+
+func marshalStep(st lab.Step) rawStep {
+	rs := rawStep{Name: st.Name}
+	a := st.Action
+	ref := &rawServiceRef{Node: a.Node, Service: a.Service}
+	switch a.Kind {
+	case lab.ActStop:
+		rs.Stop = ref
+	case lab.ActKill:
+		rs.Kill = ref
+	case lab.ActStart:
+		rs.Start = ref
+	case lab.ActRestart:
+		rs.Restart = ref
+	case lab.ActApply:
+		rs.Apply = &rawApply{Node: a.Node, Rules: a.Rules}
+	case lab.ActLink:
+		state := "down"
+		if a.Up {
+			state = "up"
+		}
+		rs.Link = &rawLink{Node: a.Node, Dev: a.Dev, State: state}
+	case lab.ActNetem:
+		rn := &rawNetem{Node: a.Node, Dev: a.Dev, Loss: a.Netem.Loss}
+		if a.Netem.Delay != 0 {
+			rn.Delay = a.Netem.Delay.String()
+		}
+		if a.Netem.Rate != 0 {
+			rn.Rate = fmt.Sprintf("%dbps", a.Netem.Rate)
+		}
+		rs.Netem = rn
+	case lab.ActHold:
+		rs.Hold = &rawHoldAct{From: a.Node, URL: a.HTTP, Connections: a.Count}
+	case lab.ActRelease:
+		rs.Release = true
+	case lab.ActWait:
+		w := &rawWait{}
+		if a.Until == nil {
+			w.For = a.For.String()
+		} else {
+			w.Within = a.Within.String()
+			c := a.Until
+			switch {
+			case c.Owner != nil:
+				w.Until = &rawCond{Owner: &rawOwner{Address: c.Address.String(), Node: c.Owner}}
+			case c.Server.IsValid():
+				present := c.Present
+				w.Until = &rawCond{Server: &rawInTable{Service: c.Service, Address: c.Server.String(), Present: &present}}
+			default:
+				w.Until = &rawCond{Answers: &rawAnswers{From: c.From, URL: c.URL}}
+			}
+		}
+		rs.Wait = w
+	case lab.ActExec:
+		rs.Exec = &rawExec{Node: a.Node, Command: a.Command, Status: a.Status}
+	}
+	for _, c := range st.Checks {
+		rs.Checks = append(rs.Checks, marshalCheck(c))
+	}
+	return rs
 }

@@ -34,6 +34,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(again.Checks, s.Checks) {
 			t.Errorf("%s: checks differ after a round trip:\n got %+v\nwant %+v", f, again.Checks, s.Checks)
 		}
+		if !reflect.DeepEqual(again.Steps, s.Steps) {
+			t.Errorf("%s: steps differ after a round trip:\n got %+v\nwant %+v", f, again.Steps, s.Steps)
+		}
 		if again.Name != s.Name || again.Description != s.Description || again.Topology.File != filepath.Clean(abs(t, s.Topology.File)) {
 			t.Errorf("%s: name, description or topology differ: %s %q %s", f, again.Name, again.Description, again.Topology.File)
 		}

@@ -32,6 +32,7 @@ type Outcome struct {
 	Errors    []string       `json:"errors,omitempty"`
 	Replies   []Reply        `json:"replies,omitempty"` // ARP
 	Duration  time.Duration  `json:"durationNs"`
+	Step      string         `json:"step,omitempty"` // "step 2: web2 stops", for a step's action and its checks
 }
 
 // Reply is one ARP reply: who answered, with which MAC.
@@ -54,10 +55,15 @@ type Judge struct {
 	// it: on a lab that has served traffic, their position and cache are
 	// otherwise unknown. Real servers keep their counts (the kernel's trash).
 	ResetSchedulers bool
+	Steps           []lab.Step // run in order after Checks
+	Control         Controller // stops and starts services for steps; nil: steps that need it fail
 
-	ports  *SourcePorts
-	models map[string]*serviceModel // per service key, kept for the whole run
-	start  time.Time                // the models' clocks count from here
+	ports   *SourcePorts
+	models  map[string]*serviceModel // per service key, kept for the whole run
+	held    []heldConns              // connections hold steps keep open
+	fresh   []string                 // services whose scheduler an apply step has just started afresh
+	lastAct time.Time                // when the last step that changed the lab began
+	start   time.Time                // the models' clocks count from here
 }
 
 // Run runs every check in order. Its HTTP connections take source ports from
@@ -75,7 +81,7 @@ func (v *Judge) Run(ctx context.Context) []Outcome {
 		r.Kernel = v.Kernel.Release
 		out = append(out, r)
 	}
-	return out
+	return append(out, v.runSteps(ctx)...)
 }
 
 func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
@@ -371,7 +377,10 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 	}
 	m = v.models[svc.Key()]
 	reset := false
-	if m == nil && v.ResetSchedulers && hidesState(svc.Scheduler) {
+	if i := slices.Index(v.fresh, svc.Key()); i >= 0 && m == nil {
+		v.fresh = slices.Delete(v.fresh, i, i+1)
+		reset = true
+	} else if m == nil && v.ResetSchedulers && hidesState(svc.Scheduler) {
 		if err := apply.Recreate(v.Nodes[v.Director], svc); err != nil {
 			return nil, svc, dst, err.Error(), false
 		}
@@ -411,7 +420,7 @@ func (v *Judge) prepare(c lab.Check) (m *serviceModel, svc lab.Service, dst neti
 			if err != nil {
 				return nil, svc, dst, err.Error(), false
 			}
-			sim.Seed(conns, v.Spec.OwnerOf)
+			sim.Seed(ofService(conns, svc), v.Spec.OwnerOf)
 		}
 		for i, c := range entry.Conns {
 			d := sim.Dests[i]
@@ -642,4 +651,34 @@ func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome
 		r.Message = fmt.Sprintf("answered by %v, expected %v", got, want)
 	}
 	return r
+}
+
+// ofService keeps the connections and templates of the director's table that
+// can belong to svc: the same protocol and virtual address (and port, unless
+// the service's is 0). Templates of a port-0 or firewall-mark service are the
+// kernel's IPPROTO_IP ones, keyed by the address (or the mark) and port 0. A
+// firewall-mark service's connections cannot be told apart by their tuple:
+// all are kept.
+func ofService(conns []Conn, svc lab.Service) []Conn {
+	var out []Conn
+	for _, c := range conns {
+		var keep bool
+		switch {
+		case svc.FWMark != 0 && c.Template:
+			m := svc.FWMark
+			keep = c.Proto == "IP" && c.Virtual.Port() == 0 && c.Virtual.Addr() == netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
+		case svc.FWMark != 0:
+			keep = true
+		case svc.Addr.Port() == 0 && c.Template:
+			keep = c.Proto == "IP" && c.Virtual == svc.Addr
+		case svc.Addr.Port() == 0:
+			keep = strings.EqualFold(c.Proto, string(svc.Protocol)) && c.Virtual.Addr() == svc.Addr.Addr()
+		default:
+			keep = strings.EqualFold(c.Proto, string(svc.Protocol)) && c.Virtual == svc.Addr
+		}
+		if keep {
+			out = append(out, c)
+		}
+	}
+	return out
 }

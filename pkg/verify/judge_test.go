@@ -2,6 +2,7 @@ package verify
 
 import (
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,35 @@ func TestCountsDiffer(t *testing.T) {
 	d := countsDiffer(pred, map[string]int{"web1": 4, "web2": 2, "web4": 1})
 	if d != "counts differ from the model's: web1 4 (predicted 3), web3 0 (predicted 1), web4 1 (predicted 0)" {
 		t.Errorf("differing counts: %q", d)
+	}
+}
+
+// Seeding takes only the connections and templates that can be the service's.
+func TestOfService(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	conns := []Conn{
+		{Proto: "TCP", Client: ap("203.0.113.10:40000"), Virtual: ap("203.0.113.1:80"), Dest: ap("198.51.100.11:80")},
+		{Proto: "TCP", Client: ap("203.0.113.10:40001"), Virtual: ap("203.0.113.1:443"), Dest: ap("198.51.100.11:443")},
+		{Proto: "UDP", Client: ap("203.0.113.10:40002"), Virtual: ap("203.0.113.1:53"), Dest: ap("198.51.100.12:53")},
+		{Proto: "TCP", Client: ap("203.0.113.10:0"), Virtual: ap("203.0.113.1:80"), Dest: ap("198.51.100.11:80"), Template: true},
+		{Proto: "IP", Client: ap("203.0.113.10:0"), Virtual: ap("203.0.113.1:0"), Dest: ap("198.51.100.12:0"), Template: true},
+		{Proto: "IP", Client: ap("203.0.113.10:0"), Virtual: ap("0.0.0.10:0"), Dest: ap("198.51.100.12:0"), Template: true},
+	}
+	for _, c := range []struct {
+		svc  lab.Service
+		want []int
+	}{
+		{lab.Service{Protocol: lab.TCP, Addr: ap("203.0.113.1:80")}, []int{0, 3}},
+		{lab.Service{Protocol: lab.TCP, Addr: ap("203.0.113.1:0")}, []int{0, 1, 4}},
+		{lab.Service{Protocol: lab.UDP, Addr: ap("203.0.113.1:53")}, []int{2}},
+		{lab.Service{FWMark: 10}, []int{0, 1, 2, 5}},
+	} {
+		var want []Conn
+		for _, i := range c.want {
+			want = append(want, conns[i])
+		}
+		if got := ofService(conns, c.svc); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: got %v, want %v", c.svc.Key(), got, want)
+		}
 	}
 }

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/verify"
+)
+
+// sinceChange reads how long after the last change a wait step's condition
+// held, from its message.
+var sinceChange = regexp.MustCompile(`\(([0-9.]+m?s) after the last change began\)$`)
+
+// stepOutcome finds the outcome of a step's action by the step's name.
+func stepOutcome(results []verify.Outcome, name string) verify.Outcome {
+	GinkgoHelper()
+	for _, r := range results {
+		if r.Kind == "step" && strings.HasSuffix(r.Step, ": "+name) {
+			return r
+		}
+	}
+	Fail("no step " + name)
+	return verify.Outcome{}
+}
+
+// measured is the time after the last change that a wait step reports.
+func measured(r verify.Outcome) time.Duration {
+	GinkgoHelper()
+	m := sinceChange.FindStringSubmatch(r.Message)
+	Expect(m).NotTo(BeNil(), r.Message)
+	d, err := time.ParseDuration(m[1])
+	Expect(err).NotTo(HaveOccurred())
+	return d
+}
+
+// The HA chapter: two DR directors under real keepalived (VRRP), the master
+// stopped cleanly, then killed with -9. How long the VIP takes to move is
+// timing, bounded by what the configuration gives: the backup takes over once
+// it has heard no advert for 3 x advert_int + skew (RFC 3768, keepalived's
+// VRRPv2 timers), and adverts come every advert_int, so after a crash it
+// takes between 2 x advert_int + skew and 3 x advert_int + skew.
+var _ = Describe("Two directors under keepalived", Label("ha"), func() {
+	It("move the VIP to the backup within the bounds VRRP's timers give, and the service answers through it", func() {
+		s, err := scenario.Load(repo + "/scenarios/ha-dr.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		backup, _ := s.Spec.Node("director2")
+		vrrp := backup.Keepalived.VRRP[0]
+		advert := time.Duration(vrrp.AdvertInt) * time.Second
+		const slack = 250 * time.Millisecond // the wait's polling (10 ms) and the sandbox's timer wheel
+
+		results, stderr, code := verifyJSON("scenarios/ha-dr.yaml")
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
+
+		stop := stepOutcome(results, "director1's keepalived stops cleanly (it sends priority 0)")
+		clean := measured(stepOutcome(results, "director2 takes the VIP (after a clean stop, no later than after a crash)"))
+		Expect(clean).To(BeNumerically("<=", stop.Duration+vrrp.MasterDown()+slack))
+
+		crash := measured(stepOutcome(results, "director2 takes the VIP once 3 x advert_int + skew (3.61 s) pass without an advert"))
+		Expect(crash).To(BeNumerically(">=", vrrp.MasterDown()-advert))
+		Expect(crash).To(BeNumerically("<=", vrrp.MasterDown()+slack))
+
+		AddReportEntry("VIP failover", map[string]string{
+			"clean stop (from SIGTERM)": clean.String(),
+			"keepalived's own stop":     stop.Duration.Round(time.Millisecond).String(),
+			"kill -9":                   crash.String(),
+			"bound after kill -9":       (vrrp.MasterDown() - advert).String() + " .. " + (vrrp.MasterDown() + slack).String(),
+		})
+		GinkgoWriter.Printf("failover: clean stop %v (keepalived's stop took %v), kill -9 %v (bounds %v..%v)\n",
+			clean, stop.Duration.Round(time.Millisecond), crash, vrrp.MasterDown()-advert, vrrp.MasterDown()+slack)
+	})
+
+	It("rejects VRRP instances keepalived would refuse, naming the file and the field, before building anything", func() {
+		b, err := os.ReadFile(repo + "/scenarios/ha-dr.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		text := strings.Replace(string(b), "../topologies/", repo+"/topologies/", 1)
+		text = strings.Replace(text, "state: BACKUP, priority: 100", "state: BACKUP, priority: 255", 1)
+		file := filepath.Join(GinkgoT().TempDir(), "ha-dr-255.yaml")
+		Expect(os.WriteFile(file, []byte(text), 0o644)).To(Succeed())
+		_, stderr, code := lv("verify", file)
+		Expect(code).To(Equal(1))
+		Expect(stderr).To(ContainSubstring("ha-dr-255.yaml: nodes.director2.keepalived.vrrp[0].priority: 255 is out of range (1..254; 255 is the address owner's)"))
+		Expect(namespacesOf("ha-dr-verify")).To(BeEmpty())
+	})
+})

@@ -1,0 +1,166 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/clabrt"
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/scenario"
+	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/topo"
+)
+
+// stopWithin bounds how long a stopped service may take to end.
+const stopWithin = 10 * time.Second
+
+// Control stops, starts and runs a running lab's processes, for verify's
+// steps (it implements verify.Controller). Each change is written to the
+// lab's record, so that down and apply know what runs.
+type Control struct {
+	r   *Runner
+	lab string
+	rt  topo.Runtime
+}
+
+// Control returns the process control of a running lab.
+func (r *Runner) Control(ctx context.Context, labName string) (*Control, error) {
+	l, err := r.Store.Load(labName)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Control{r: r, lab: labName, rt: rt}, nil
+}
+
+// role finds the record's role of a node's service: web, or a command by the
+// name steps give it.
+func (c *Control) role(l *state.Lab, nodeName, service string) (string, []string, *lab.NodeSpec, error) {
+	s, err := scenario.Parse(l.Scenario, []byte(l.Applied))
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("lab %s: its scenario: %w", l.Name, err)
+	}
+	ns, ok := s.Spec.Node(nodeName)
+	if !ok {
+		return "", nil, nil, fmt.Errorf("lab %s has no node %s", l.Name, nodeName)
+	}
+	if service == lab.ServiceWeb && ns.Web != nil {
+		return apply.WebRole(nodeName), nil, &ns, nil
+	}
+	for i, argv := range ns.Commands {
+		if scenario.CommandName(ns, i) == service {
+			return apply.CommandRole(nodeName, i), argv, &ns, nil
+		}
+	}
+	if service == scenario.ServiceKeepalived && ns.Keepalived != nil {
+		return apply.KeepalivedRole(nodeName), nil, &ns, nil
+	}
+	return "", nil, nil, fmt.Errorf("%s runs no service %q (it runs %s)", nodeName, service, strings.Join(scenario.ServiceNames(ns), ", "))
+}
+
+// Stop implements verify.Controller.
+func (c *Control) Stop(ctx context.Context, nodeName, service string, kill bool) error {
+	l, err := c.r.Store.Load(c.lab)
+	if err != nil {
+		return err
+	}
+	role, _, _, err := c.role(l, nodeName, service)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == role })
+	if i < 0 || !l.Processes[i].Alive() {
+		return fmt.Errorf("%s's %s is not running", nodeName, service)
+	}
+	p := l.Processes[i]
+	// A clean stop asks the process (keepalived's parent passes it on to its
+	// children, which say goodbye: VRRP priority 0); kill -9 takes its whole
+	// process group at once, as a crash would (lvslab starts each service
+	// as a session of its own).
+	pid, sig := p.Pid, syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+		if pgid, err := syscall.Getpgid(p.Pid); err == nil && pgid == p.Pid {
+			pid = -p.Pid
+		}
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("%s's %s (pid %d): %w", nodeName, service, p.Pid, err)
+	}
+	return p.WaitExited(ctx, stopWithin)
+}
+
+// Start implements verify.Controller.
+func (c *Control) Start(ctx context.Context, nodeName, service string) error {
+	l, err := c.r.Store.Load(c.lab)
+	if err != nil {
+		return err
+	}
+	role, argv, ns, err := c.role(l, nodeName, service)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == role })
+	if i >= 0 && l.Processes[i].Alive() {
+		return fmt.Errorf("%s's %s is running already (pid %d)", nodeName, service, l.Processes[i].Pid)
+	}
+	n := l.Handles()[nodeName]
+	st := c.r.starter(c.rt, c.lab)
+	var p state.Process
+	switch {
+	case role == apply.KeepalivedRole(nodeName):
+		p, err = st.StartKeepalived(ctx, n, ns.Keepalived)
+	case argv == nil:
+		p, err = st.StartWeb(ctx, n, ns.Web)
+		if err == nil {
+			err = WaitWeb(ctx, l.Handles(), lab.Spec{Nodes: []lab.NodeSpec{*ns}})
+		}
+	default:
+		p, err = st.StartCommand(ctx, n, role, argv)
+	}
+	if err != nil {
+		return err
+	}
+	if i >= 0 {
+		l.Processes[i] = p
+	} else {
+		l.Processes = append(l.Processes, p)
+	}
+	return c.r.Store.Save(l)
+}
+
+// Exec implements verify.Controller: in the node's container where it has
+// one, else in its namespace.
+func (c *Control) Exec(ctx context.Context, nodeName string, argv []string) (int, string, error) {
+	l, err := c.r.Store.Load(c.lab)
+	if err != nil {
+		return 0, "", err
+	}
+	var out strings.Builder
+	if cl, ok := c.rt.(clabrt.Containerlab); ok {
+		status, err := cl.Exec(ctx, topo.NSName(c.lab, nodeName), argv, nil, &out, &out)
+		return status, out.String(), err
+	}
+	n, ok := l.Handles()[nodeName]
+	if !ok {
+		return 0, "", fmt.Errorf("lab %s has no node %s", c.lab, nodeName)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = n.Run(cmd)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String(), nil
+	}
+	return 0, out.String(), err
+}
