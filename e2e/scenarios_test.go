@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -78,6 +79,8 @@ var shippedScenarios = []struct {
 	{"dr-rr", Label("dr")},
 	{"dr-arp-flux", Label("dr", "arp")},
 	{"tun-rr", Label("tun")},
+	{"nat-steps", Label("nat", "steps")},
+	{"ha-dr", Label("dr", "ha")},
 }
 
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
@@ -97,6 +100,13 @@ var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
 			d, _ := s.Spec.Node(s.Director())
 			Expect(normalized(readSpecs(l))).To(Equal(normalized(d.Services)))
 
+			if d.Keepalived != nil {
+				// The VIP comes with VRRP's first election (4-6 s in the sandbox).
+				vip := d.Keepalived.VRRP[0].VIPs[0].Addr()
+				Eventually(func() []error {
+					return verify.HTTPClient{From: nodes["client"]}.Get(ctx, verify.URL(netip.AddrPortFrom(vip, 80)), 1).Errors
+				}).WithTimeout(15 * time.Second).WithPolling(100 * time.Millisecond).Should(BeEmpty())
+			}
 			for key, who := range probe(ctx, s, l) {
 				var owners []string
 				for _, svc := range d.Services {
