@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
@@ -77,6 +79,62 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		})
 		GinkgoWriter.Printf("failover: clean stop %v (keepalived's stop took %v), kill -9 %v (bounds %v..%v)\n",
 			clean, stop.Duration.Round(time.Millisecond), crash, vrrp.MasterDown()-advert, vrrp.MasterDown()+slack)
+	})
+
+	It("takes a failing real server out of the table within the checker's bound, and puts it back within its bound", func() {
+		s, err := scenario.Load(repo + "/scenarios/ha-healthcheck.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		d, _ := s.Spec.Node("director")
+		chk := *d.Keepalived.Check
+		const slack = 250 * time.Millisecond
+		results, stderr, code := verifyJSON("scenarios/ha-healthcheck.yaml")
+		Expect(code).To(Equal(0), stderr)
+		var out, back []string
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+			if r.Kind != "step" || !strings.Contains(r.Message, "after the last change began") {
+				continue
+			}
+			took := measured(r)
+			switch {
+			case strings.Contains(r.Message, " is not in "):
+				Expect(took).To(BeNumerically("<=", chk.RemovalBound()+slack), r.Step)
+				out = append(out, took.String())
+			default:
+				Expect(took).To(BeNumerically("<=", chk.ReturnBound()+slack), r.Step)
+				back = append(back, took.String())
+			}
+		}
+		Expect(out).To(HaveLen(3)) // 500, stall, stopped
+		Expect(back).To(HaveLen(3))
+		AddReportEntry("health checks", map[string]string{
+			"out of the table (500, stall, stop)": strings.Join(out, ", "), "bound out": chk.RemovalBound().String(),
+			"back in the table": strings.Join(back, ", "), "bound back": chk.ReturnBound().String(),
+		})
+	})
+
+	It("keeps a failing real server with weight 0 under inhibit_on_failure", func() {
+		file := variant("scenarios/ha-healthcheck.yaml", func(s *scenario.Scenario) {
+			nodeSpec(s, "director").Keepalived.Check.InhibitOnFailure = true
+			zero, one := 0, 1
+			web2 := netip.MustParseAddrPort("203.0.113.12:80")
+			in := func(w *int) *lab.Condition {
+				return &lab.Condition{Service: "tcp:203.0.113.1:80", Server: web2, Present: true, Weight: w}
+			}
+			s.Steps = []lab.Step{
+				{Name: "the table is full", Action: lab.Action{Kind: lab.ActWait, Until: in(&one), Within: 10 * time.Second}},
+				{Name: "web2 answers 500", Action: lab.Action{Kind: lab.ActFault, Node: "web2", Answer: lab.AnswerError}},
+				{Name: "web2 stays with weight 0", Action: lab.Action{Kind: lab.ActWait, Until: in(&zero), Within: 6 * time.Second},
+					Checks: []lab.Check{{Name: "only web1 answers", From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/", Requests: 4, Expect: lab.Expect{Counts: map[string]int{"web1": 4}}}}},
+				{Name: "web2 answers again", Action: lab.Action{Kind: lab.ActFault, Node: "web2", Answer: lab.AnswerOK}},
+				{Name: "web2 has its weight back", Action: lab.Action{Kind: lab.ActWait, Until: in(&one), Within: 4 * time.Second}},
+			}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
 	})
 
 	It("rejects VRRP instances keepalived would refuse, naming the file and the field, before building anything", func() {

@@ -468,6 +468,9 @@ func diffServices(s *session, want, old lab.NodeSpec) ([]Change, error) {
 	if len(want.Services) == 0 && len(old.Services) == 0 {
 		return nil, nil // not a director, now or before: IPVS is not ours to read
 	}
+	if want.Keepalived.ManagesIPVS() {
+		return nil, nil // keepalived's checkers hold this table
+	}
 	h, err := s.ipvsHandle()
 	if err != nil {
 		return nil, err

@@ -82,7 +82,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 			procs = append(procs, p)
 		}
 		if ns.Keepalived != nil {
-			p, err := s.StartKeepalived(ctx, nodes[ns.Name], ns.Keepalived)
+			p, err := s.StartKeepalived(ctx, nodes[ns.Name], ns.Keepalived, ns.Services)
 			if err != nil {
 				return procs, fmt.Errorf("%s: keepalived: %w", ns.Name, err)
 			}
@@ -95,8 +95,8 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 // KeepalivedRole names a node's keepalived in the lab's record.
 func KeepalivedRole(node string) string { return node + "-keepalived" }
 
-// keepalivedFlags run keepalived in the foreground, VRRP only, logging to its
-// output (the role's log).
+// keepalivedFlags run keepalived in the foreground, logging to its output
+// (the role's log); the last, --vrrp, runs VRRP alone (no health checkers).
 var keepalivedFlags = []string{"--dont-fork", "--log-console", "--log-detail", "--vrrp"}
 
 // envKeepalivedConf carries the configuration into a container.
@@ -106,13 +106,17 @@ const envKeepalivedConf = "LVSLAB_KEEPALIVED_CONF"
 // it: in a namespace, with its configuration and PID files in the lab's log
 // directory (so that two nodes' keepalived never share one); in a container,
 // with its configuration at /etc/keepalived/keepalived.conf there.
-func (s Starter) StartKeepalived(ctx context.Context, n node.Node, k *lab.Keepalived) (state.Process, error) {
+func (s Starter) StartKeepalived(ctx context.Context, n node.Node, k *lab.Keepalived, services []lab.Service) (state.Process, error) {
 	role := KeepalivedRole(n.Name)
-	conf := k.Config(n.Name)
+	conf := k.ConfigWith(n.Name, services)
+	flags := keepalivedFlags
+	if k.ManagesIPVS() {
+		flags = flags[:len(flags)-1] // its checkers too, not --vrrp alone
+	}
 	if s.Containers != nil {
 		log := path.Join(ContainerLogDir, role+".log")
 		script := `mkdir -p /etc/keepalived "${0%/*}" && printf '%s' "$` + envKeepalivedConf + `" >/etc/keepalived/keepalived.conf && exec keepalived "$@" --use-file /etc/keepalived/keepalived.conf >>"$0" 2>&1`
-		return s.startIn(ctx, n, role, append([]string{"/bin/sh", "-c", script, log}, keepalivedFlags...), []string{envKeepalivedConf + "=" + conf}, "")
+		return s.startIn(ctx, n, role, append([]string{"/bin/sh", "-c", script, log}, flags...), []string{envKeepalivedConf + "=" + conf}, "")
 	}
 	if err := os.MkdirAll(s.LogDir, 0o755); err != nil {
 		return state.Process{}, fmt.Errorf("log dir: %w", err)
@@ -121,7 +125,7 @@ func (s Starter) StartKeepalived(ctx context.Context, n node.Node, k *lab.Keepal
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return state.Process{}, err
 	}
-	args := append(append([]string(nil), keepalivedFlags...), "--use-file", file,
+	args := append(append([]string(nil), flags...), "--use-file", file,
 		"--pid", filepath.Join(s.LogDir, role+".pid"),
 		"--vrrp_pid", filepath.Join(s.LogDir, role+"-vrrp.pid"),
 		"--checkers_pid", filepath.Join(s.LogDir, role+"-checkers.pid"))

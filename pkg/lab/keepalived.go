@@ -11,7 +11,55 @@ import (
 // keepalived.conf: VRRP instances that move addresses between directors.
 type Keepalived struct {
 	VRRP []VRRPInstance
+	// Check, when set, makes keepalived's checkers hold the node's IPVS
+	// services (virtual_server blocks): each real server is health-checked,
+	// taken out of the table when it fails, put back when it answers again.
+	// lvslab then leaves that node's table to keepalived.
+	Check *HealthCheck
 }
+
+// HealthCheckKind names a keepalived health checker.
+type HealthCheckKind string
+
+// The checkers lvslab writes.
+const (
+	CheckTCP     HealthCheckKind = "TCP_CHECK" // a TCP connection opens
+	CheckHTTPGet HealthCheckKind = "HTTP_GET"  // a GET of Path answers StatusCode
+)
+
+// HealthCheck is the check of every real server of a node's services, with
+// keepalived's timers (whole seconds).
+type HealthCheck struct {
+	Kind             HealthCheckKind
+	Path             string // HTTP_GET
+	StatusCode       int    // HTTP_GET
+	DelayLoop        int    // seconds between checks of a server
+	ConnectTimeout   int    // seconds
+	Retry            int    // failed tries again before the server is taken out
+	DelayBeforeRetry int    // seconds
+	// InhibitOnFailure keeps a failed server in the table with weight 0
+	// instead of removing it.
+	InhibitOnFailure bool
+	SorryServer      netip.AddrPort // added when every real server has failed; zero for none
+}
+
+// RemovalBound is the longest a failed server can stay in the table (or
+// keep its weight): up to a delay_loop until its next check, then retry+1
+// tries that may each run into connect_timeout, with delay_before_retry
+// between them.
+func (c HealthCheck) RemovalBound() time.Duration {
+	s := c.DelayLoop + (c.Retry+1)*c.ConnectTimeout + c.Retry*c.DelayBeforeRetry
+	return time.Duration(s) * time.Second
+}
+
+// ReturnBound is the longest a recovered server can stay out: up to a
+// delay_loop until its next check, which then passes.
+func (c HealthCheck) ReturnBound() time.Duration {
+	return time.Duration(c.DelayLoop+c.ConnectTimeout) * time.Second
+}
+
+// ManagesIPVS reports whether keepalived holds the node's IPVS table.
+func (k *Keepalived) ManagesIPVS() bool { return k != nil && k.Check != nil }
 
 // VRRPInstance is one vrrp_instance block (VRRP version 2, keepalived's default).
 type VRRPInstance struct {
@@ -37,8 +85,12 @@ func (v VRRPInstance) MasterDown() time.Duration {
 	return 3*time.Duration(v.AdvertInt)*time.Second + v.Skew()
 }
 
-// Config is the keepalived.conf of a node named router.
-func (k Keepalived) Config(router string) string {
+// Config is the keepalived.conf of a node named router, without virtual servers.
+func (k Keepalived) Config(router string) string { return k.ConfigWith(router, nil) }
+
+// ConfigWith is the keepalived.conf of a node named router that holds
+// services: with a Check, one virtual_server block per service.
+func (k Keepalived) ConfigWith(router string, services []Service) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by lvslab for node %s\nglobal_defs {\n    router_id %s\n}\n", router, router)
 	for _, v := range k.VRRP {
@@ -53,5 +105,57 @@ func (k Keepalived) Config(router string) string {
 		}
 		b.WriteString("    }\n}\n")
 	}
+	if k.Check != nil {
+		for _, svc := range services {
+			k.Check.writeVirtualServer(&b, svc)
+		}
+	}
 	return b.String()
+}
+
+// lbKind is keepalived's name of a forwarding method.
+func lbKind(m Method) string {
+	switch m {
+	case NAT:
+		return "NAT"
+	case Tunnel:
+		return "TUN"
+	}
+	return "DR"
+}
+
+func (c HealthCheck) writeVirtualServer(b *strings.Builder, svc Service) {
+	if svc.FWMark != 0 {
+		fmt.Fprintf(b, "\nvirtual_server fwmark %d {\n", svc.FWMark)
+	} else {
+		fmt.Fprintf(b, "\nvirtual_server %s %d {\n", svc.Addr.Addr(), svc.Addr.Port())
+	}
+	fmt.Fprintf(b, "    delay_loop %d\n    lb_algo %s\n", c.DelayLoop, svc.Scheduler)
+	kind := DR
+	if len(svc.Servers) > 0 {
+		kind = svc.Servers[0].Method
+	}
+	fmt.Fprintf(b, "    lb_kind %s\n", lbKind(kind))
+	if svc.Protocol != "" {
+		fmt.Fprintf(b, "    protocol %s\n", strings.ToUpper(string(svc.Protocol)))
+	}
+	if svc.Persistent {
+		fmt.Fprintf(b, "    persistence_timeout %d\n", svc.Timeout)
+	}
+	if c.SorryServer.IsValid() {
+		fmt.Fprintf(b, "    sorry_server %s %d\n", c.SorryServer.Addr(), c.SorryServer.Port())
+	}
+	for _, srv := range svc.Servers {
+		fmt.Fprintf(b, "    real_server %s %d {\n        weight %d\n", srv.Addr.Addr(), srv.Addr.Port(), srv.Weight)
+		if c.InhibitOnFailure {
+			b.WriteString("        inhibit_on_failure\n")
+		}
+		fmt.Fprintf(b, "        %s {\n", c.Kind)
+		if c.Kind == CheckHTTPGet {
+			fmt.Fprintf(b, "            url {\n                path %s\n                status_code %d\n            }\n", c.Path, c.StatusCode)
+		}
+		fmt.Fprintf(b, "            connect_timeout %d\n            retry %d\n            delay_before_retry %d\n        }\n    }\n",
+			c.ConnectTimeout, c.Retry, c.DelayBeforeRetry)
+	}
+	b.WriteString("}\n")
 }

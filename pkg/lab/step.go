@@ -31,6 +31,17 @@ const (
 	ActRelease ActionKind = "release" // close the held connections
 	ActWait    ActionKind = "wait"    // a duration, or until a condition within a bound
 	ActExec    ActionKind = "exec"    // a command in a node, its exit status checked
+	ActFault   ActionKind = "fault"   // a node's web server answers 500, stalls, or answers again
+)
+
+// WebAnswer is how a faulted web server answers HTTP.
+type WebAnswer string
+
+// How the built-in web server answers.
+const (
+	AnswerOK    WebAnswer = "ok"    // 200 with the node's name
+	AnswerError WebAnswer = "error" // 500 Internal Server Error
+	AnswerStall WebAnswer = "stall" // reads the request and never answers
 )
 
 // ServiceWeb names a node's built-in web server among its services; a node's
@@ -51,8 +62,9 @@ type Action struct {
 	For     time.Duration
 	Until   *Condition // wait: the condition, checked until Within
 	Within  time.Duration
-	Command []string // exec
-	Status  int      // exec: the exit status it must have
+	Command []string  // exec
+	Status  int       // exec: the exit status it must have
+	Answer  WebAnswer // fault
 }
 
 // Netem is an impairment of an interface's outgoing packets (tc qdisc netem);
@@ -95,6 +107,7 @@ type Condition struct {
 	Service string
 	Server  netip.AddrPort
 	Present bool
+	Weight  *int // with Present: the weight it must have (0: inhibited)
 	// Answers: a request to URL from From gets an answer.
 	URL  string
 	From string
@@ -107,6 +120,8 @@ func (c Condition) Describe() string {
 		return fmt.Sprintf("no node holds %s", c.Address)
 	case c.Owner != nil:
 		return fmt.Sprintf("%s holds %s", *c.Owner, c.Address)
+	case c.Server.IsValid() && c.Present && c.Weight != nil:
+		return fmt.Sprintf("real server %s is in %s with weight %d", c.Server, c.Service, *c.Weight)
 	case c.Server.IsValid() && c.Present:
 		return fmt.Sprintf("real server %s is in %s", c.Server, c.Service)
 	case c.Server.IsValid():
@@ -141,6 +156,8 @@ func (a Action) Describe() string {
 		return fmt.Sprintf("wait %v", a.For)
 	case ActExec:
 		return fmt.Sprintf("exec on %s: %s (status %d)", a.Node, strings.Join(a.Command, " "), a.Status)
+	case ActFault:
+		return fmt.Sprintf("%s's web server answers: %s", a.Node, a.Answer)
 	}
 	return string(a.Kind)
 }

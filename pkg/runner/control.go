@@ -1,9 +1,12 @@
 package runner
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"slices"
 	"strings"
@@ -13,9 +16,11 @@ import (
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/topo"
+	"github.com/lvslab/lvslab/pkg/webd"
 )
 
 // stopWithin bounds how long a stopped service may take to end.
@@ -119,7 +124,7 @@ func (c *Control) Start(ctx context.Context, nodeName, service string) error {
 	var p state.Process
 	switch {
 	case role == apply.KeepalivedRole(nodeName):
-		p, err = st.StartKeepalived(ctx, n, ns.Keepalived)
+		p, err = st.StartKeepalived(ctx, n, ns.Keepalived, ns.Services)
 	case argv == nil:
 		p, err = st.StartWeb(ctx, n, ns.Web)
 		if err == nil {
@@ -163,4 +168,73 @@ func (c *Control) Exec(ctx context.Context, nodeName string, argv []string) (int
 		return ee.ExitCode(), out.String(), nil
 	}
 	return 0, out.String(), err
+}
+
+// Fault implements verify.Controller: the signal that sets the web server's
+// mode, until a request to it from inside its node shows the mode (a signal
+// that comes before the daemon listens for it is lost: Go ignores it).
+func (c *Control) Fault(ctx context.Context, nodeName string, answer lab.WebAnswer) error {
+	l, err := c.r.Store.Load(c.lab)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == apply.WebRole(nodeName) })
+	if i < 0 || !l.Processes[i].Alive() {
+		return fmt.Errorf("%s's web server is not running", nodeName)
+	}
+	s, err := scenario.Parse(l.Scenario, []byte(l.Applied))
+	if err != nil {
+		return fmt.Errorf("lab %s: its scenario: %w", l.Name, err)
+	}
+	ns, _ := s.Spec.Node(nodeName)
+	if ns.Web == nil || len(ns.Web.HTTP) == 0 {
+		return fmt.Errorf("%s serves no plain HTTP to fault", nodeName)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ns.Web.HTTP[0])
+	mode := map[lab.WebAnswer]webd.Mode{lab.AnswerOK: webd.ModeOK, lab.AnswerError: webd.ModeError, lab.AnswerStall: webd.ModeStall}[answer]
+	pid := l.Processes[i].Pid
+	deadline := time.Now().Add(stopWithin)
+	for {
+		if err := syscall.Kill(pid, webd.ModeSignal(mode)); err != nil {
+			return fmt.Errorf("%s's web server (pid %d): %w", nodeName, pid, err)
+		}
+		got := probe(ctx, l.Handles()[nodeName], addr)
+		if got == mode {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s's web server still answers %s after %v of signals for %s", nodeName, got, stopWithin, mode)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// probe asks a web server from inside its node how it answers now: its
+// socket is opened on a thread in the node's namespace.
+func probe(ctx context.Context, n node.Node, addr string) webd.Mode {
+	var conn net.Conn
+	if err := n.Do(func() error {
+		var err error
+		conn, err = (&net.Dialer{Timeout: 300 * time.Millisecond}).DialContext(ctx, "tcp", addr)
+		return err
+	}); err != nil {
+		return webd.ModeStall // nothing listens: no answer either
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		return webd.ModeStall
+	}
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	switch {
+	case err != nil:
+		return webd.ModeStall
+	case strings.Contains(status, " 500 "):
+		return webd.ModeError
+	}
+	return webd.ModeOK
 }

@@ -340,7 +340,7 @@ func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []
 	procs := func(n lab.NodeSpec) string {
 		k := ""
 		if n.Keepalived != nil {
-			k = n.Keepalived.Config(n.Name)
+			k = n.Keepalived.ConfigWith(n.Name, n.Services)
 		}
 		return fmt.Sprintf("%+v %q %q", n.Web, n.Commands, k)
 	}

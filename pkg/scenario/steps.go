@@ -26,7 +26,13 @@ type rawStep struct {
 	Release bool           `yaml:"release,omitempty"`
 	Wait    *rawWait       `yaml:"wait,omitempty"`
 	Exec    *rawExec       `yaml:"exec,omitempty"`
+	Fault   *rawFault      `yaml:"fault,omitempty"`
 	Checks  []rawCheck     `yaml:"checks,omitempty"`
+}
+
+type rawFault struct {
+	Node string `yaml:"node,omitempty"`
+	Web  string `yaml:"web,omitempty"`
 }
 
 type rawServiceRef struct {
@@ -80,6 +86,7 @@ type rawInTable struct {
 	Service string `yaml:"service,omitempty"`
 	Address string `yaml:"address,omitempty"`
 	Present *bool  `yaml:"present,omitempty"`
+	Weight  *int   `yaml:"weight,omitempty"`
 }
 
 type rawAnswers struct {
@@ -130,13 +137,13 @@ func parseSteps(s *Scenario, raw []rawStep, fail failFunc) ([]lab.Step, error) {
 }
 
 // actionNames lists a step's possible actions, for messages.
-const actionNames = "stop, kill, start, restart, apply, link, netem, hold, release, wait or exec"
+const actionNames = "stop, kill, start, restart, apply, link, netem, hold, release, wait, exec or fault"
 
 func parseAction(s *Scenario, spec *lab.Spec, field string, rs rawStep, fail failFunc) (lab.Action, error) {
 	var a lab.Action
 	n := 0
 	for _, set := range []bool{rs.Stop != nil, rs.Kill != nil, rs.Start != nil, rs.Restart != nil, rs.Apply != nil,
-		rs.Link != nil, rs.Netem != nil, rs.Hold != nil, rs.Release, rs.Wait != nil, rs.Exec != nil} {
+		rs.Link != nil, rs.Netem != nil, rs.Hold != nil, rs.Release, rs.Wait != nil, rs.Exec != nil, rs.Fault != nil} {
 		if set {
 			n++
 		}
@@ -273,6 +280,21 @@ func parseAction(s *Scenario, spec *lab.Spec, field string, rs rawStep, fail fai
 		return lab.Action{Kind: lab.ActRelease}, nil
 	case rs.Wait != nil:
 		return parseWait(s, spec, field+".wait", rs.Wait, fail, node)
+	case rs.Fault != nil:
+		f := field + ".fault"
+		a = lab.Action{Kind: lab.ActFault, Node: rs.Fault.Node, Answer: lab.WebAnswer(rs.Fault.Web)}
+		if err := node(f+".node", a.Node); err != nil {
+			return a, err
+		}
+		if ns, _ := spec.Node(a.Node); ns.Web == nil {
+			return a, fail(f+".node", "%s runs no web server", a.Node)
+		}
+		switch a.Answer {
+		case lab.AnswerOK, lab.AnswerError, lab.AnswerStall:
+		default:
+			return a, fail(f+".web", "%q: give ok, error (500) or stall (no answer)", rs.Fault.Web)
+		}
+		return a, nil
 	default:
 		f := field + ".exec"
 		a = lab.Action{Kind: lab.ActExec, Node: rs.Exec.Node, Command: rs.Exec.Command, Status: rs.Exec.Status}
@@ -362,6 +384,12 @@ func parseWait(s *Scenario, spec *lab.Spec, f string, w *rawWait, fail failFunc,
 		c.Service, c.Server, c.Present = u.Server.Service, ap, true
 		if u.Server.Present != nil {
 			c.Present = *u.Server.Present
+		}
+		if w := u.Server.Weight; w != nil {
+			if !c.Present || *w < 0 || *w > 65535 {
+				return a, fail(ff+".weight", "%d: a weight (0..65535) of a server that is present", *w)
+			}
+			c.Weight = w
 		}
 	default:
 		ff := f + ".until.answers"

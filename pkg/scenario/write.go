@@ -58,6 +58,19 @@ func marshalNode(n lab.NodeSpec) *rawNode {
 			}
 			rk.VRRP = append(rk.VRRP, rv)
 		}
+		if c := n.Keepalived.Check; c != nil {
+			kind := "tcp"
+			if c.Kind == lab.CheckHTTPGet {
+				kind = "http"
+			}
+			retry, delay := c.Retry, c.DelayBeforeRetry
+			rc := &rawHealthCheck{Kind: kind, Path: c.Path, StatusCode: c.StatusCode, DelayLoop: c.DelayLoop, ConnectTimeout: c.ConnectTimeout,
+				Retry: &retry, DelayBeforeRetry: &delay, InhibitOnFailure: c.InhibitOnFailure}
+			if c.SorryServer.IsValid() {
+				rc.SorryServer = c.SorryServer.String()
+			}
+			rk.Check = rc
+		}
 		rn.Keepalived = rk
 	}
 	for _, a := range n.Addresses {
@@ -210,7 +223,7 @@ func marshalStep(st lab.Step) rawStep {
 				w.Until = &rawCond{Owner: &rawOwner{Address: c.Address.String(), Node: c.Owner}}
 			case c.Server.IsValid():
 				present := c.Present
-				w.Until = &rawCond{Server: &rawInTable{Service: c.Service, Address: c.Server.String(), Present: &present}}
+				w.Until = &rawCond{Server: &rawInTable{Service: c.Service, Address: c.Server.String(), Present: &present, Weight: c.Weight}}
 			default:
 				w.Until = &rawCond{Answers: &rawAnswers{From: c.From, URL: c.URL}}
 			}
@@ -218,6 +231,8 @@ func marshalStep(st lab.Step) rawStep {
 		rs.Wait = w
 	case lab.ActExec:
 		rs.Exec = &rawExec{Node: a.Node, Command: a.Command, Status: a.Status}
+	case lab.ActFault:
+		rs.Fault = &rawFault{Node: a.Node, Web: string(a.Answer)}
 	}
 	for _, c := range st.Checks {
 		rs.Checks = append(rs.Checks, marshalCheck(c))

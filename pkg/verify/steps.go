@@ -31,6 +31,8 @@ type Controller interface {
 	// Exec runs argv in a node (in its container where it has one) and
 	// returns its exit status and output.
 	Exec(ctx context.Context, node string, argv []string) (status int, output string, err error)
+	// Fault sets how a node's web server answers.
+	Fault(ctx context.Context, node string, answer lab.WebAnswer) error
 }
 
 // pollEvery is how often a wait step looks at its condition.
@@ -148,6 +150,11 @@ func (v *Judge) act(ctx context.Context, a lab.Action) (msg string, err error) {
 			return "", fmt.Errorf("%q exited with status %d, expected %d: %s", a.Command, status, a.Status, output)
 		}
 		return fmt.Sprintf("exit status %d", status), nil
+	case lab.ActFault:
+		if v.Control == nil {
+			return "", errors.New("this lab's processes cannot be controlled from here")
+		}
+		return "", v.Control.Fault(ctx, a.Node, a.Answer)
 	}
 	return "", fmt.Errorf("unknown action %q", a.Kind)
 }
@@ -426,11 +433,16 @@ func (v *Judge) holds(ctx context.Context, c lab.Condition) (bool, string, error
 			return false, "", err
 		}
 		e := t.Find(c.Service)
-		in := false
+		in, weight := false, 0
 		if e != nil {
 			for _, s := range e.Servers {
-				in = in || s.Addr == c.Server
+				if s.Addr == c.Server {
+					in, weight = true, s.Weight
+				}
 			}
+		}
+		if in && c.Weight != nil {
+			return c.Present && weight == *c.Weight, fmt.Sprintf("in the table with weight %d", weight), nil
 		}
 		return in == c.Present, fmt.Sprintf("in the table: %v", in), nil
 	}

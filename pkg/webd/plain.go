@@ -69,13 +69,14 @@ type plainServer struct {
 	base   time.Time
 	tick   int
 	date   string
+	faults *Faults
 }
 
 // servePlain answers HTTP on each listener with its node's name until ctx
 // ends. It takes the listeners' sockets over (and closes them).
-func servePlain(ctx context.Context, ls []Listener) error {
+func servePlain(ctx context.Context, ls []Listener, f *Faults) error {
 	s := &plainServer{sites: map[int32]*plainSite{}, conns: map[int32]*plainConn{},
-		reader: bufio.NewReaderSize(nil, 4096), base: time.Now()}
+		reader: bufio.NewReaderSize(nil, 4096), base: time.Now(), faults: f}
 	s.date = s.base.UTC().Format(http.TimeFormat)
 	p, err := epoll.New(ctx, 256)
 	if err != nil {
@@ -253,6 +254,13 @@ func (s *plainServer) answer(c *plainConn) (complete bool, answer []byte) {
 	// connection and could lose the answer).
 	if body := end + 4 + int(max(req.ContentLength, 0)); len(c.req) < body && body <= maxRequest {
 		return false, nil
+	}
+	switch s.faults.Mode() {
+	case ModeError:
+		return true, []byte("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nX-Served-By: " + c.site.name +
+			"\r\nConnection: close\r\nContent-Length: 40\r\n\r\n500 Internal Server Error (lvslab fault)")
+	case ModeStall:
+		return false, nil // read, never answered (closed after headerTimeout)
 	}
 	site := c.site
 	if site.date != s.date || site.ok == nil {

@@ -23,7 +23,7 @@ func servePlainOn(t *testing.T, node string) string {
 	addr := ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- servePlain(ctx, []Listener{{Node: node, Kind: KindHTTP, Stream: ln}}) }()
+	go func() { done <- servePlain(ctx, []Listener{{Node: node, Kind: KindHTTP, Stream: ln}}, &Faults{}) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -149,5 +149,44 @@ func TestListen(t *testing.T) {
 		if _, err := Listen(spec); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Listen(%q) = %v, want an error with %q", spec, err, want)
 		}
+	}
+}
+
+// A step faults a real server: 500s, then no answer at all, then answers again.
+func TestFaults(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Faults{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeFaults(ctx, []Listener{{Node: "web1", Kind: KindHTTP, Stream: ln}}, f) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + ln.Addr().String() + "/"
+	get := func() (int, error) {
+		c := &http.Client{Timeout: 300 * time.Millisecond}
+		r, err := c.Get(url)
+		if err != nil {
+			return 0, err
+		}
+		defer r.Body.Close()
+		io.Copy(io.Discard, r.Body)
+		return r.StatusCode, nil
+	}
+	if code, err := get(); code != 200 || err != nil {
+		t.Fatalf("ok: %d %v", code, err)
+	}
+	f.Set(ModeError)
+	if code, err := get(); code != 500 || err != nil {
+		t.Fatalf("error mode: %d %v", code, err)
+	}
+	f.Set(ModeStall)
+	if code, err := get(); err == nil {
+		t.Fatalf("stall mode answered %d", code)
+	}
+	f.Set(ModeOK)
+	if code, err := get(); code != 200 || err != nil {
+		t.Fatalf("ok again: %d %v", code, err)
 	}
 }

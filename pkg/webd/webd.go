@@ -18,9 +18,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +50,47 @@ const EnvLog = "LVSLAB_WEBD_LOG"
 // Ready is the line the daemon prints when every socket listens (with EnvLog).
 const Ready = "lvslab webd ready"
 
+// Mode is how the web server answers HTTP: as it should, with an error, or
+// not at all. Steps set it, to fault a real server for health checks.
+type Mode int32
+
+// The modes, and the signals that set them (SIGHUP, SIGUSR1, SIGUSR2).
+const (
+	ModeOK    Mode = iota // 200 with the node's name
+	ModeError             // 500 Internal Server Error
+	ModeStall             // the request is read and never answered
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeError:
+		return "500 (error)"
+	case ModeStall:
+		return "nothing (stall)"
+	}
+	return "200 (ok)"
+}
+
+// ModeSignal is the signal that puts a running daemon in mode m.
+func ModeSignal(m Mode) syscall.Signal {
+	switch m {
+	case ModeError:
+		return syscall.SIGUSR1
+	case ModeStall:
+		return syscall.SIGUSR2
+	}
+	return syscall.SIGHUP
+}
+
+// Faults holds a daemon's mode; the zero value answers as it should.
+type Faults struct{ mode atomic.Int32 }
+
+// Set changes the mode.
+func (f *Faults) Set(m Mode) { f.mode.Store(int32(m)) }
+
+// Mode is the current mode.
+func (f *Faults) Mode() Mode { return Mode(f.mode.Load()) }
+
 // Kinds of listeners.
 const (
 	KindHTTP  = "http"
@@ -63,9 +107,20 @@ type Listener struct {
 
 // Handler answers every request with name and a newline, and names the node in
 // the X-Served-By header.
-func Handler(name string) http.Handler {
+func Handler(name string) http.Handler { return handler(name, &Faults{}) }
+
+func handler(name string, f *Faults) http.Handler {
 	body := []byte(name + "\n")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch f.Mode() {
+		case ModeError:
+			w.Header().Set("X-Served-By", name)
+			http.Error(w, "500 Internal Server Error (lvslab fault)", http.StatusInternalServerError)
+			return
+		case ModeStall:
+			<-r.Context().Done() // until the client gives up
+			return
+		}
 		w.Header().Set("X-Served-By", name)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -75,6 +130,11 @@ func Handler(name string) http.Handler {
 
 // Serve serves each listener with the handler of its node until ctx ends.
 func Serve(ctx context.Context, listeners []Listener) error {
+	return ServeFaults(ctx, listeners, &Faults{})
+}
+
+// ServeFaults is Serve, answering HTTP as f's mode says.
+func ServeFaults(ctx context.Context, listeners []Listener, f *Faults) error {
 	errc := make(chan error, len(listeners)+1)
 	var closers []func()
 	var cert *tls.Certificate
@@ -84,7 +144,7 @@ func Serve(ctx context.Context, listeners []Listener) error {
 		case KindHTTP:
 			plain = append(plain, l)
 		case KindHTTPS:
-			srv := &http.Server{Handler: Handler(l.Node), ReadHeaderTimeout: headerTimeout}
+			srv := &http.Server{Handler: handler(l.Node, f), ReadHeaderTimeout: headerTimeout}
 			srv.SetKeepAlivesEnabled(false) // one request per connection, as the lab's clients make
 			if cert == nil {
 				c, err := SelfSigned()
@@ -116,7 +176,7 @@ func Serve(ctx context.Context, listeners []Listener) error {
 	go func() {
 		defer close(plainDone)
 		if len(plain) > 0 {
-			if err := servePlain(ctx, plain); err != nil {
+			if err := servePlain(ctx, plain, f); err != nil {
 				errc <- err
 			}
 		}
@@ -194,7 +254,22 @@ func Main(ctx context.Context) error {
 			return err
 		}
 	}
-	return Serve(ctx, ls)
+	// Signals set the mode (steps fault a real server with them).
+	f := &Faults{}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, ModeSignal(ModeOK), ModeSignal(ModeError), ModeSignal(ModeStall))
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			for _, m := range []Mode{ModeOK, ModeError, ModeStall} {
+				if sig == ModeSignal(m) {
+					f.Set(m)
+					fmt.Fprintf(os.Stderr, "webd: %v: answering %s\n", sig, m)
+				}
+			}
+		}
+	}()
+	return ServeFaults(ctx, ls, f)
 }
 
 // inherited makes the listeners of descriptors 3 on, as EnvListeners names them.
