@@ -19,7 +19,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, cmd := range []string{"up", "apply", "down", "status", "exec", "ipvs", "verify", "gc", "version",
+	for _, cmd := range []string{"up", "apply", "down", "status", "exec", "ipvs", "verify", "gc", "version", "export", "export keepalived",
 		"sandbox", "sandbox run", "sandbox status", "sandbox stop", "image", "image build", "completion bash"} {
 		code, out, errOut := runCLI(t, append(strings.Fields(cmd), "--help")...)
 		if code != 0 || !strings.Contains(out, "Usage:") {
