@@ -28,8 +28,8 @@ func (a *app) exportKeepalivedCommand() *cobra.Command {
 		Short: "print the keepalived.conf of a scenario's directors: VRRP instances and one virtual_server per IPVS service",
 		Long: `Print the keepalived.conf that would give a scenario's node its VRRP instances
 (the node's keepalived section) and its IPVS table (one virtual_server per
-service, one real_server per real server). The scenario has no health checks,
-so neither has the file: keepalived counts every real server as up. Without
+service, one real_server per real server, with the health check of the node's
+keepalived section; without one, keepalived counts every real server as up). Without
 --node, every node with IPVS services or a keepalived section is printed, each
 under a "# node NAME" line. Nothing is started; no lab is needed.`,
 		Args: exactArgs(1, "a scenario file"),
@@ -80,7 +80,9 @@ func exportKeepalived(w io.Writer, s *scenario.Scenario, node string) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		fmt.Fprintf(&b, "# keepalived.conf of node %s, written by lvslab export from %s\n", n.Name, s.File)
-		b.WriteString("# no health checks: the scenario has none, so keepalived counts every real server as up\n")
+		if !n.Keepalived.ManagesIPVS() {
+			b.WriteString("# no health checks: the scenario has none, so keepalived counts every real server as up\n")
+		}
 		if len(n.Marks) > 0 {
 			b.WriteString("# firewall marks are not keepalived's: set them with iptables or nftables as the scenario does\n")
 		}
@@ -94,12 +96,12 @@ func exportKeepalived(w io.Writer, s *scenario.Scenario, node string) error {
 // and its IPVS services, without health checks; the router_id is the node's
 // name.
 func nodeConfig(n lab.NodeSpec) *keepalived.Config {
-	c := &keepalived.Config{RouterID: n.Name}
-	if n.Keepalived != nil {
-		c.VRRP = n.Keepalived.VRRP
-	}
-	for _, svc := range n.Services {
-		c.VirtualServers = append(c.VirtualServers, keepalived.NewVirtualServer(svc))
+	c := keepalived.FromNode(n)
+	if !n.Keepalived.ManagesIPVS() {
+		// lvslab holds that table; keepalived would, with bare virtual servers.
+		for _, svc := range n.Services {
+			c.VirtualServers = append(c.VirtualServers, keepalived.NewVirtualServer(svc))
+		}
 	}
 	return c
 }

@@ -18,8 +18,8 @@ func exported(t *testing.T, args ...string) map[string]*keepalived.Config {
 	if code != 0 {
 		t.Fatalf("export keepalived %v: status %d\n%s", args, code, errOut)
 	}
-	if !strings.Contains(out, "# no health checks") {
-		t.Errorf("no comment saying there are no health checks:\n%s", out)
+	if !strings.Contains(out, "# no health checks") && !strings.Contains(out, "HTTP_GET {") && !strings.Contains(out, "TCP_CHECK {") {
+		t.Errorf("neither health checks nor a comment saying there are none:\n%s", out)
 	}
 	configs := map[string]*keepalived.Config{}
 	sections := strings.Split(out, "# node ")
@@ -118,6 +118,13 @@ func TestExportShippedScenarios(t *testing.T) {
 		}
 		for name, c := range exported(t, f) {
 			n, _ := s.Spec.Node(name)
+			if n.Keepalived.ManagesIPVS() {
+				// Health-checked: the virtual servers are the node's, checks and all.
+				if want := keepalived.FromNode(n).VirtualServers; !reflect.DeepEqual(c.VirtualServers, want) {
+					t.Errorf("%s, node %s: virtual servers\n got %+v\nwant %+v", f, name, c.VirtualServers, want)
+				}
+				continue
+			}
 			if !reflect.DeepEqual(services(t, c), n.Services) {
 				t.Errorf("%s, node %s: services\n got %+v\nwant %+v", f, name, services(t, c), n.Services)
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/image"
+	"github.com/lvslab/lvslab/pkg/keepalived"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -82,7 +83,7 @@ func (s Starter) Start(ctx context.Context, nodes map[string]node.Node, spec lab
 			procs = append(procs, p)
 		}
 		if ns.Keepalived != nil {
-			p, err := s.StartKeepalived(ctx, nodes[ns.Name], ns.Keepalived, ns.Services)
+			p, err := s.StartKeepalived(ctx, nodes[ns.Name], ns)
 			if err != nil {
 				return procs, fmt.Errorf("%s: keepalived: %w", ns.Name, err)
 			}
@@ -106,11 +107,15 @@ const envKeepalivedConf = "LVSLAB_KEEPALIVED_CONF"
 // it: in a namespace, with its configuration and PID files in the lab's log
 // directory (so that two nodes' keepalived never share one); in a container,
 // with its configuration at /etc/keepalived/keepalived.conf there.
-func (s Starter) StartKeepalived(ctx context.Context, n node.Node, k *lab.Keepalived, services []lab.Service) (state.Process, error) {
+func (s Starter) StartKeepalived(ctx context.Context, n node.Node, ns lab.NodeSpec) (state.Process, error) {
 	role := KeepalivedRole(n.Name)
-	conf := k.ConfigWith(n.Name, services)
+	b, err := keepalived.Marshal(keepalived.FromNode(ns))
+	if err != nil {
+		return state.Process{}, err
+	}
+	conf := "# written by lvslab for node " + ns.Name + "\n" + string(b)
 	flags := keepalivedFlags
-	if k.ManagesIPVS() {
+	if ns.Keepalived.ManagesIPVS() {
 		flags = flags[:len(flags)-1] // its checkers too, not --vrrp alone
 	}
 	if s.Containers != nil {

@@ -92,3 +92,38 @@ func (e *Error) Error() string { return e.File + ":" + strconv.Itoa(e.Line) + ":
 
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// FromNode is the keepalived.conf of a scenario's node: its VRRP instances
+// and, when its keepalived section has a health check, one virtual_server per
+// IPVS service with that check on every real server (without one, no
+// virtual_server: lvslab holds the table itself).
+func FromNode(n lab.NodeSpec) *Config {
+	c := &Config{RouterID: n.Name}
+	if n.Keepalived == nil {
+		return c
+	}
+	c.VRRP = n.Keepalived.VRRP
+	hc := n.Keepalived.Check
+	if hc == nil {
+		return c
+	}
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	for _, svc := range n.Services {
+		vs := NewVirtualServer(svc)
+		vs.DelayLoop = sec(hc.DelayLoop)
+		if hc.SorryServer.IsValid() {
+			s := hc.SorryServer
+			vs.SorryServer = &s
+		}
+		for i := range vs.RealServers {
+			chk := &Check{Kind: CheckKind(hc.Kind), ConnectTimeout: sec(hc.ConnectTimeout), Retry: hc.Retry, DelayBeforeRetry: sec(hc.DelayBeforeRetry)}
+			if hc.Kind == lab.CheckHTTPGet {
+				chk.Path, chk.StatusCode = hc.Path, hc.StatusCode
+			}
+			vs.RealServers[i].Check = chk
+			vs.RealServers[i].InhibitOnFailure = hc.InhibitOnFailure
+		}
+		c.VirtualServers = append(c.VirtualServers, vs)
+	}
+	return c
+}

@@ -1,9 +1,7 @@
 package lab
 
 import (
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -83,79 +81,4 @@ func (v VRRPInstance) Skew() time.Duration {
 // takes over: 3 × advert_int + skew (RFC 3768 6.1, Master_Down_Interval).
 func (v VRRPInstance) MasterDown() time.Duration {
 	return 3*time.Duration(v.AdvertInt)*time.Second + v.Skew()
-}
-
-// Config is the keepalived.conf of a node named router, without virtual servers.
-func (k Keepalived) Config(router string) string { return k.ConfigWith(router, nil) }
-
-// ConfigWith is the keepalived.conf of a node named router that holds
-// services: with a Check, one virtual_server block per service.
-func (k Keepalived) ConfigWith(router string, services []Service) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# written by lvslab for node %s\nglobal_defs {\n    router_id %s\n}\n", router, router)
-	for _, v := range k.VRRP {
-		fmt.Fprintf(&b, "\nvrrp_instance %s {\n    state %s\n    interface %s\n    virtual_router_id %d\n    priority %d\n    advert_int %d\n",
-			v.Name, v.State, v.Interface, v.RouterID, v.Priority, v.AdvertInt)
-		if v.NoPreempt {
-			b.WriteString("    nopreempt\n")
-		}
-		b.WriteString("    virtual_ipaddress {\n")
-		for _, p := range v.VIPs {
-			fmt.Fprintf(&b, "        %s dev %s\n", p, v.Interface)
-		}
-		b.WriteString("    }\n}\n")
-	}
-	if k.Check != nil {
-		for _, svc := range services {
-			k.Check.writeVirtualServer(&b, svc)
-		}
-	}
-	return b.String()
-}
-
-// lbKind is keepalived's name of a forwarding method.
-func lbKind(m Method) string {
-	switch m {
-	case NAT:
-		return "NAT"
-	case Tunnel:
-		return "TUN"
-	}
-	return "DR"
-}
-
-func (c HealthCheck) writeVirtualServer(b *strings.Builder, svc Service) {
-	if svc.FWMark != 0 {
-		fmt.Fprintf(b, "\nvirtual_server fwmark %d {\n", svc.FWMark)
-	} else {
-		fmt.Fprintf(b, "\nvirtual_server %s %d {\n", svc.Addr.Addr(), svc.Addr.Port())
-	}
-	fmt.Fprintf(b, "    delay_loop %d\n    lb_algo %s\n", c.DelayLoop, svc.Scheduler)
-	kind := DR
-	if len(svc.Servers) > 0 {
-		kind = svc.Servers[0].Method
-	}
-	fmt.Fprintf(b, "    lb_kind %s\n", lbKind(kind))
-	if svc.Protocol != "" {
-		fmt.Fprintf(b, "    protocol %s\n", strings.ToUpper(string(svc.Protocol)))
-	}
-	if svc.Persistent {
-		fmt.Fprintf(b, "    persistence_timeout %d\n", svc.Timeout)
-	}
-	if c.SorryServer.IsValid() {
-		fmt.Fprintf(b, "    sorry_server %s %d\n", c.SorryServer.Addr(), c.SorryServer.Port())
-	}
-	for _, srv := range svc.Servers {
-		fmt.Fprintf(b, "    real_server %s %d {\n        weight %d\n", srv.Addr.Addr(), srv.Addr.Port(), srv.Weight)
-		if c.InhibitOnFailure {
-			b.WriteString("        inhibit_on_failure\n")
-		}
-		fmt.Fprintf(b, "        %s {\n", c.Kind)
-		if c.Kind == CheckHTTPGet {
-			fmt.Fprintf(b, "            url {\n                path %s\n                status_code %d\n            }\n", c.Path, c.StatusCode)
-		}
-		fmt.Fprintf(b, "            connect_timeout %d\n            retry %d\n            delay_before_retry %d\n        }\n    }\n",
-			c.ConnectTimeout, c.Retry, c.DelayBeforeRetry)
-	}
-	b.WriteString("}\n")
 }

@@ -124,7 +124,7 @@ func (c *Control) Start(ctx context.Context, nodeName, service string) error {
 	var p state.Process
 	switch {
 	case role == apply.KeepalivedRole(nodeName):
-		p, err = st.StartKeepalived(ctx, n, ns.Keepalived, ns.Services)
+		p, err = st.StartKeepalived(ctx, n, *ns)
 	case argv == nil:
 		p, err = st.StartWeb(ctx, n, ns.Web)
 		if err == nil {

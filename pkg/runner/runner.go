@@ -20,6 +20,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/engine"
 	"github.com/lvslab/lvslab/pkg/image"
+	"github.com/lvslab/lvslab/pkg/keepalived"
 	"github.com/lvslab/lvslab/pkg/kmod"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
@@ -340,7 +341,8 @@ func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []
 	procs := func(n lab.NodeSpec) string {
 		k := ""
 		if n.Keepalived != nil {
-			k = n.Keepalived.ConfigWith(n.Name, n.Services)
+			b, _ := keepalived.Marshal(keepalived.FromNode(n))
+			k = string(b)
 		}
 		return fmt.Sprintf("%+v %q %q", n.Web, n.Commands, k)
 	}
