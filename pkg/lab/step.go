@@ -20,18 +20,21 @@ type ActionKind string
 
 // The actions a step can take.
 const (
-	ActStop    ActionKind = "stop"    // SIGTERM a node's service, wait until it has ended
-	ActKill    ActionKind = "kill"    // SIGKILL (kill -9) a node's service
-	ActStart   ActionKind = "start"   // start a stopped service again
-	ActRestart ActionKind = "restart" // stop, then start
-	ActApply   ActionKind = "apply"   // ipvsadm rules run on the director's table
-	ActLink    ActionKind = "link"    // an interface down or up
-	ActNetem   ActionKind = "netem"   // delay, loss, rate on an interface (or none)
-	ActHold    ActionKind = "hold"    // open connections and keep them open
-	ActRelease ActionKind = "release" // close the held connections
-	ActWait    ActionKind = "wait"    // a duration, or until a condition within a bound
-	ActExec    ActionKind = "exec"    // a command in a node, its exit status checked
-	ActFault   ActionKind = "fault"   // a node's web server answers 500, stalls, or answers again
+	ActStop       ActionKind = "stop"        // SIGTERM a node's service, wait until it has ended
+	ActKill       ActionKind = "kill"        // SIGKILL (kill -9) a node's service
+	ActStart      ActionKind = "start"       // start a stopped service again
+	ActRestart    ActionKind = "restart"     // stop, then start
+	ActApply      ActionKind = "apply"       // ipvsadm rules run on the director's table
+	ActLink       ActionKind = "link"        // an interface down or up
+	ActNetem      ActionKind = "netem"       // delay, loss, rate on an interface (or none)
+	ActHold       ActionKind = "hold"        // open connections and keep them open
+	ActRelease    ActionKind = "release"     // close the held connections
+	ActWait       ActionKind = "wait"        // a duration, or until a condition within a bound
+	ActExec       ActionKind = "exec"        // a command in a node, its exit status checked
+	ActFault      ActionKind = "fault"       // a node's web server answers 500, stalls, or answers again
+	ActTraffic    ActionKind = "traffic"     // a client sends one request after another until traffic_end
+	ActTrafficEnd ActionKind = "traffic_end" // the traffic stops; its failures and longest outage are judged
+	ActAskHeld    ActionKind = "ask_held"    // a request on each held connection (do they survive?), then they close
 )
 
 // WebAnswer is how a faulted web server answers HTTP.
@@ -62,9 +65,14 @@ type Action struct {
 	For     time.Duration
 	Until   *Condition // wait: the condition, checked until Within
 	Within  time.Duration
-	Command []string  // exec
-	Status  int       // exec: the exit status it must have
-	Answer  WebAnswer // fault
+	Command []string      // exec
+	Status  int           // exec: the exit status it must have
+	Answer  WebAnswer     // fault
+	Every   time.Duration // traffic: the time from one request's start to the next's (a request
+	// still waiting delays the next); traffic_end: nothing
+	MaxOutage time.Duration // traffic_end: the longest run of failed requests may last at most this (0: not judged)
+	MaxFailed *int          // traffic_end: at most this many requests may fail (nil: not judged)
+	Lost      *int          // ask_held: exactly this many held connections must go unanswered (nil: not judged)
 }
 
 // Netem is an impairment of an interface's outgoing packets (tc qdisc netem);
@@ -102,6 +110,7 @@ type Condition struct {
 	// killed with -9 does); "" means no node of the lab holds it.
 	Address netip.Addr
 	Owner   *string
+	Only    bool // Owner is the only node that holds Address
 	// Server: real server Server is (Present) or is not in the director's
 	// service Service (a health checker adds and removes it).
 	Service string
@@ -118,6 +127,8 @@ func (c Condition) Describe() string {
 	switch {
 	case c.Owner != nil && *c.Owner == "":
 		return fmt.Sprintf("no node holds %s", c.Address)
+	case c.Owner != nil && c.Only:
+		return fmt.Sprintf("only %s holds %s", *c.Owner, c.Address)
 	case c.Owner != nil:
 		return fmt.Sprintf("%s holds %s", *c.Owner, c.Address)
 	case c.Server.IsValid() && c.Present && c.Weight != nil:
@@ -158,6 +169,12 @@ func (a Action) Describe() string {
 		return fmt.Sprintf("exec on %s: %s (status %d)", a.Node, strings.Join(a.Command, " "), a.Status)
 	case ActFault:
 		return fmt.Sprintf("%s's web server answers: %s", a.Node, a.Answer)
+	case ActTraffic:
+		return fmt.Sprintf("traffic from %s to %s, a request every %v", a.Node, a.HTTP, a.Every)
+	case ActTrafficEnd:
+		return "the traffic stops"
+	case ActAskHeld:
+		return "a request on each held connection"
 	}
 	return string(a.Kind)
 }

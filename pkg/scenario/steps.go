@@ -14,20 +14,38 @@ import (
 )
 
 type rawStep struct {
-	Name    string         `yaml:"name,omitempty"`
-	Stop    *rawServiceRef `yaml:"stop,omitempty"`
-	Kill    *rawServiceRef `yaml:"kill,omitempty"`
-	Start   *rawServiceRef `yaml:"start,omitempty"`
-	Restart *rawServiceRef `yaml:"restart,omitempty"`
-	Apply   *rawApply      `yaml:"apply,omitempty"`
-	Link    *rawLink       `yaml:"link,omitempty"`
-	Netem   *rawNetem      `yaml:"netem,omitempty"`
-	Hold    *rawHoldAct    `yaml:"hold,omitempty"`
-	Release bool           `yaml:"release,omitempty"`
-	Wait    *rawWait       `yaml:"wait,omitempty"`
-	Exec    *rawExec       `yaml:"exec,omitempty"`
-	Fault   *rawFault      `yaml:"fault,omitempty"`
-	Checks  []rawCheck     `yaml:"checks,omitempty"`
+	Name       string         `yaml:"name,omitempty"`
+	Stop       *rawServiceRef `yaml:"stop,omitempty"`
+	Kill       *rawServiceRef `yaml:"kill,omitempty"`
+	Start      *rawServiceRef `yaml:"start,omitempty"`
+	Restart    *rawServiceRef `yaml:"restart,omitempty"`
+	Apply      *rawApply      `yaml:"apply,omitempty"`
+	Link       *rawLink       `yaml:"link,omitempty"`
+	Netem      *rawNetem      `yaml:"netem,omitempty"`
+	Hold       *rawHoldAct    `yaml:"hold,omitempty"`
+	Release    bool           `yaml:"release,omitempty"`
+	Wait       *rawWait       `yaml:"wait,omitempty"`
+	Exec       *rawExec       `yaml:"exec,omitempty"`
+	Fault      *rawFault      `yaml:"fault,omitempty"`
+	Traffic    *rawTraffic    `yaml:"traffic,omitempty"`
+	TrafficEnd *rawTrafficEnd `yaml:"traffic_end,omitempty"`
+	AskHeld    *rawAskHeld    `yaml:"ask_held,omitempty"`
+	Checks     []rawCheck     `yaml:"checks,omitempty"`
+}
+
+type rawAskHeld struct {
+	Lost *int `yaml:"lost,omitempty"`
+}
+
+type rawTraffic struct {
+	From  string `yaml:"from,omitempty"`
+	URL   string `yaml:"url,omitempty"`
+	Every string `yaml:"every,omitempty"`
+}
+
+type rawTrafficEnd struct {
+	MaxOutage string `yaml:"max_outage,omitempty"`
+	MaxFailed *int   `yaml:"max_failed,omitempty"`
 }
 
 type rawFault struct {
@@ -80,6 +98,7 @@ type rawCond struct {
 type rawOwner struct {
 	Address string  `yaml:"address,omitempty"`
 	Node    *string `yaml:"node,omitempty"`
+	Only    bool    `yaml:"only,omitempty"`
 }
 
 type rawInTable struct {
@@ -137,13 +156,14 @@ func parseSteps(s *Scenario, raw []rawStep, fail failFunc) ([]lab.Step, error) {
 }
 
 // actionNames lists a step's possible actions, for messages.
-const actionNames = "stop, kill, start, restart, apply, link, netem, hold, release, wait, exec or fault"
+const actionNames = "stop, kill, start, restart, apply, link, netem, hold, release, ask_held, wait, exec, fault, traffic or traffic_end"
 
 func parseAction(s *Scenario, spec *lab.Spec, field string, rs rawStep, fail failFunc) (lab.Action, error) {
 	var a lab.Action
 	n := 0
 	for _, set := range []bool{rs.Stop != nil, rs.Kill != nil, rs.Start != nil, rs.Restart != nil, rs.Apply != nil,
-		rs.Link != nil, rs.Netem != nil, rs.Hold != nil, rs.Release, rs.Wait != nil, rs.Exec != nil, rs.Fault != nil} {
+		rs.Link != nil, rs.Netem != nil, rs.Hold != nil, rs.Release, rs.Wait != nil, rs.Exec != nil, rs.Fault != nil,
+		rs.Traffic != nil, rs.TrafficEnd != nil, rs.AskHeld != nil} {
 		if set {
 			n++
 		}
@@ -280,6 +300,44 @@ func parseAction(s *Scenario, spec *lab.Spec, field string, rs rawStep, fail fai
 		return lab.Action{Kind: lab.ActRelease}, nil
 	case rs.Wait != nil:
 		return parseWait(s, spec, field+".wait", rs.Wait, fail, node)
+	case rs.Traffic != nil:
+		f := field + ".traffic"
+		a = lab.Action{Kind: lab.ActTraffic, Node: rs.Traffic.From, HTTP: rs.Traffic.URL}
+		if a.Node == "" {
+			a.Node = "client"
+		}
+		if err := node(f+".from", a.Node); err != nil {
+			return a, err
+		}
+		if u, err := url.Parse(a.HTTP); err != nil || u.Scheme != "http" || u.Host == "" {
+			return a, fail(f+".url", "%q is not an http:// URL", a.HTTP)
+		}
+		d, err := time.ParseDuration(rs.Traffic.Every)
+		if err != nil || d < time.Millisecond || d > time.Minute {
+			return a, fail(f+".every", "%q is not a duration from 1ms to 1m (e.g. 10ms)", rs.Traffic.Every)
+		}
+		a.Every = d
+		return a, nil
+	case rs.AskHeld != nil:
+		a = lab.Action{Kind: lab.ActAskHeld, Lost: rs.AskHeld.Lost}
+		if a.Lost != nil && (*a.Lost < 0 || *a.Lost > maxHeld) {
+			return a, fail(field+".ask_held.lost", "%d is out of range (0..%d)", *a.Lost, maxHeld)
+		}
+		return a, nil
+	case rs.TrafficEnd != nil:
+		f := field + ".traffic_end"
+		a = lab.Action{Kind: lab.ActTrafficEnd, MaxFailed: rs.TrafficEnd.MaxFailed}
+		if rs.TrafficEnd.MaxOutage != "" {
+			d, err := time.ParseDuration(rs.TrafficEnd.MaxOutage)
+			if err != nil || d <= 0 || d > maxWait {
+				return a, fail(f+".max_outage", "%q is not a duration from 1ms to %v", rs.TrafficEnd.MaxOutage, maxWait)
+			}
+			a.MaxOutage = d
+		}
+		if a.MaxFailed != nil && *a.MaxFailed < 0 {
+			return a, fail(f+".max_failed", "%d is negative", *a.MaxFailed)
+		}
+		return a, nil
 	case rs.Fault != nil:
 		f := field + ".fault"
 		a = lab.Action{Kind: lab.ActFault, Node: rs.Fault.Node, Answer: lab.WebAnswer(rs.Fault.Web)}
@@ -365,7 +423,7 @@ func parseWait(s *Scenario, spec *lab.Spec, f string, w *rawWait, fail failFunc,
 				return a, err
 			}
 		}
-		c.Address, c.Owner = addr, u.Owner.Node
+		c.Address, c.Owner, c.Only = addr, u.Owner.Node, u.Owner.Only
 	case u.Server != nil:
 		ff := f + ".until.server"
 		ap, err := netip.ParseAddrPort(u.Server.Address)

@@ -220,7 +220,7 @@ func marshalStep(st lab.Step) rawStep {
 			c := a.Until
 			switch {
 			case c.Owner != nil:
-				w.Until = &rawCond{Owner: &rawOwner{Address: c.Address.String(), Node: c.Owner}}
+				w.Until = &rawCond{Owner: &rawOwner{Address: c.Address.String(), Node: c.Owner, Only: c.Only}}
 			case c.Server.IsValid():
 				present := c.Present
 				w.Until = &rawCond{Server: &rawInTable{Service: c.Service, Address: c.Server.String(), Present: &present, Weight: c.Weight}}
@@ -233,6 +233,16 @@ func marshalStep(st lab.Step) rawStep {
 		rs.Exec = &rawExec{Node: a.Node, Command: a.Command, Status: a.Status}
 	case lab.ActFault:
 		rs.Fault = &rawFault{Node: a.Node, Web: string(a.Answer)}
+	case lab.ActAskHeld:
+		rs.AskHeld = &rawAskHeld{Lost: a.Lost}
+	case lab.ActTraffic:
+		rs.Traffic = &rawTraffic{From: a.Node, URL: a.HTTP, Every: a.Every.String()}
+	case lab.ActTrafficEnd:
+		te := &rawTrafficEnd{MaxFailed: a.MaxFailed}
+		if a.MaxOutage != 0 {
+			te.MaxOutage = a.MaxOutage.String()
+		}
+		rs.TrafficEnd = te
 	}
 	for _, c := range st.Checks {
 		rs.Checks = append(rs.Checks, marshalCheck(c))

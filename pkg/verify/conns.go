@@ -153,22 +153,40 @@ type Holder struct {
 // Hold opens count connections to addr, each established before the next is
 // opened. It returns their local addresses and a function that closes them.
 func (h Holder) Hold(ctx context.Context, addr netip.AddrPort, count int) ([]netip.AddrPort, func(), error) {
-	var conns []net.Conn
-	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
-		}
+	conns, err := h.HoldConns(ctx, addr, count)
+	if err != nil {
+		return nil, nil, err
 	}
-	var locals []netip.AddrPort
+	return Locals(conns), func() { closeConns(conns) }, nil
+}
+
+// HoldConns opens count connections to addr, each established before the
+// next is opened, and sends nothing on them.
+func (h Holder) HoldConns(ctx context.Context, addr netip.AddrPort, count int) ([]net.Conn, error) {
+	var conns []net.Conn
 	for range count {
 		c, err := dial(ctx, h.From, "tcp", h.Source, h.Ports, addr.String())
 		if err != nil {
-			closeAll()
-			return nil, nil, err
+			closeConns(conns)
+			return nil, err
 		}
 		conns = append(conns, c)
-		a := c.LocalAddr().(*net.TCPAddr).AddrPort()
-		locals = append(locals, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
 	}
-	return locals, closeAll, nil
+	return conns, nil
+}
+
+// Locals are connections' local addresses.
+func Locals(conns []net.Conn) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, c := range conns {
+		a := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		out = append(out, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+	}
+	return out
+}
+
+func closeConns(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -63,6 +64,7 @@ type Judge struct {
 	held    []heldConns              // connections hold steps keep open
 	fresh   []string                 // services whose scheduler an apply step has just started afresh
 	lastAct time.Time                // when the last step that changed the lab began
+	traffic *traffic                 // a traffic step's client, until traffic_end
 	start   time.Time                // the models' clocks count from here
 }
 
@@ -535,27 +537,37 @@ func sequence(sim *Sim, reqs []Request, hold int, start time.Time) []string {
 // hold opens a check's first n connections from src and keeps them open; the
 // director's connection table names the server of each.
 func (v *Judge) hold(ctx context.Context, from node.Node, src netip.Addr, c lab.Check, n int) ([]string, []netip.AddrPort, func(), error) {
-	_, dst, _ := v.service(c)
-	locals, done, err := Holder{From: from, Source: src, Ports: v.ports}.Hold(ctx, dst, n)
+	seq, conns, err := v.holdConns(ctx, from, src, c, n)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("hold %d connections to %s: %w", n, dst, err)
+		return nil, nil, nil, err
+	}
+	return seq, Locals(conns), func() { closeConns(conns) }, nil
+}
+
+// holdConns opens n connections for check c and keeps them open; it reads
+// from the director's table which server each went to.
+func (v *Judge) holdConns(ctx context.Context, from node.Node, src netip.Addr, c lab.Check, n int) ([]string, []net.Conn, error) {
+	_, dst, _ := v.service(c)
+	held, err := Holder{From: from, Source: src, Ports: v.ports}.HoldConns(ctx, dst, n)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hold %d connections to %s: %w", n, dst, err)
 	}
 	conns, err := ReadConns(v.Nodes[v.Director])
 	if err != nil {
-		done()
-		return nil, nil, nil, err
+		closeConns(held)
+		return nil, nil, err
 	}
 	byClient := map[netip.AddrPort]Conn{}
 	for _, cn := range conns {
 		byClient[cn.Client] = cn
 	}
 	seq := make([]string, n)
-	for i, l := range locals {
+	for i, l := range Locals(held) {
 		if cn, ok := byClient[l]; ok && !cn.Template {
 			seq[i] = v.Spec.OwnerOf(cn.Dest.Addr())
 		}
 	}
-	return seq, locals, done, nil
+	return seq, held, nil
 }
 
 // settle waits until the director no longer counts the closed connections

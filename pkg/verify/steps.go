@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -43,6 +45,7 @@ type heldConns struct {
 	svc    string // the service's key, for the model
 	names  []string
 	locals []netip.AddrPort
+	conns  []net.Conn
 	done   func()
 }
 
@@ -51,6 +54,12 @@ type heldConns struct {
 func (v *Judge) runSteps(ctx context.Context) []Outcome {
 	var out []Outcome
 	defer v.release(ctx)
+	defer func() {
+		if v.traffic != nil {
+			v.traffic.stop()
+			v.traffic = nil
+		}
+	}()
 	for i, st := range v.Steps {
 		label := fmt.Sprintf("step %d: %s", i+1, st.Name)
 		t := time.Now()
@@ -78,7 +87,7 @@ func (v *Judge) runSteps(ctx context.Context) []Outcome {
 
 // act does a step's action; msg reports what it measured.
 func (v *Judge) act(ctx context.Context, a lab.Action) (msg string, err error) {
-	if a.Kind != lab.ActWait {
+	if a.Kind != lab.ActWait && a.Kind != lab.ActTraffic && a.Kind != lab.ActTrafficEnd {
 		v.lastAct = time.Now()
 	}
 	n, ok := v.Nodes[a.Node]
@@ -150,6 +159,10 @@ func (v *Judge) act(ctx context.Context, a lab.Action) (msg string, err error) {
 			return "", fmt.Errorf("%q exited with status %d, expected %d: %s", a.Command, status, a.Status, output)
 		}
 		return fmt.Sprintf("exit status %d", status), nil
+	case lab.ActAskHeld:
+		return v.askHeld(ctx, a)
+	case lab.ActTraffic, lab.ActTrafficEnd:
+		return v.trafficStep(ctx, n, a)
 	case lab.ActFault:
 		if v.Control == nil {
 			return "", errors.New("this lab's processes cannot be controlled from here")
@@ -340,11 +353,12 @@ func (v *Judge) holdStep(ctx context.Context, from node.Node, a lab.Action) (str
 	}
 	m, _, _, why, _ := v.prepare(c)
 	at := time.Now()
-	seq, locals, done, err := v.hold(ctx, from, netip.Addr{}, c, a.Count)
+	seq, conns, err := v.holdConns(ctx, from, netip.Addr{}, c, a.Count)
 	if err != nil {
 		return "", err
 	}
-	h := heldConns{svc: svc.Key(), locals: locals, done: done}
+	locals, done := Locals(conns), func() { closeConns(conns) }
+	h := heldConns{svc: svc.Key(), locals: locals, conns: conns, done: done}
 	msg := fmt.Sprintf("held: %v", seq)
 	if m != nil {
 		var pred []string
@@ -425,6 +439,9 @@ func (v *Judge) holds(ctx context.Context, c lab.Condition) (bool, string, error
 		if *c.Owner == "" {
 			return len(owners) == 0, fmt.Sprintf("held by %v", owners), nil
 		}
+		if c.Only {
+			return len(owners) == 1 && owners[0] == *c.Owner, fmt.Sprintf("held by %v", owners), nil
+		}
 		// Others may hold it too: a VRRP master killed with -9 keeps it.
 		return slices.Contains(owners, *c.Owner), fmt.Sprintf("held by %v", owners), nil
 	case c.Server.IsValid():
@@ -484,4 +501,45 @@ func hasAddr(n node.Node, a netip.Addr) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// askHeld sends a request on each held connection, counts those that get an
+// answer, then closes them all as release does. Lost is how many did not.
+func (v *Judge) askHeld(ctx context.Context, a lab.Action) (string, error) {
+	answered, lost := 0, 0
+	for _, h := range v.held {
+		for _, c := range h.conns {
+			if ask(c) {
+				answered++
+			} else {
+				lost++
+			}
+		}
+	}
+	if err := v.release(ctx); err != nil && lost == 0 {
+		return "", err
+	}
+	msg := fmt.Sprintf("%d held connections answered, %d lost", answered, lost)
+	if answered+lost == 0 {
+		return "", errors.New("no connection is held (hold some in an earlier step)")
+	}
+	if a.Lost != nil && lost != *a.Lost {
+		return "", fmt.Errorf("%s: expected %d lost", msg, *a.Lost)
+	}
+	return msg, nil
+}
+
+// askTimeout bounds the answer to a request on a held connection.
+const askTimeout = 2 * time.Second
+
+// ask sends a request on an open connection and reports whether an answer
+// came back.
+func ask(c net.Conn) bool {
+	_ = c.SetDeadline(time.Now().Add(askTimeout))
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	return n > 0 && (err == nil || errors.Is(err, io.EOF)) && strings.HasPrefix(string(buf[:n]), "HTTP/1.")
 }
