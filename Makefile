@@ -138,6 +138,7 @@ bench: build
 	$(GO) test -run '^$$' -bench ClientConcurrent -benchtime 1x -timeout 20m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench ManyLabs -benchtime 1x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench UpContainerlab -benchtime 3x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
+	$(GO) test -run '^$$' -bench Failover -benchtime 1x -timeout 30m -exec "$(SANDBOX)" ./pkg/runner/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pkg/sandbox/
 
 # Fuzz the loaders one after the other, each for FUZZTIME (default 60s): the ipvsadm

@@ -75,7 +75,11 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		// and its table. Cut off, it takes the service with it until director2
 		// takes over: the client's requests (one every 20 ms, each given 500 ms)
 		// fail for master-down, give or take an advert and a request.
-		Expect(stepOutcome(results, "no request failed (killing keepalived left director1 holding the VIP and forwarding)").Message).To(MatchRegexp(`^\d+ requests, 0 failed$`))
+		// (A connection open while the client's ARP entry moves to director2
+		// breaks, as director2 never saw it: 1 kill in 20 lost one request in
+		// BenchmarkFailover.)
+		goOn := stepOutcome(results, "the service went on (killing keepalived left director1 holding the VIP and forwarding; only a connection open while the VIP moves can break)")
+		Expect(goOn.Message).To(MatchRegexp(`^\d+ requests, [012] failed`))
 		end := stepOutcome(results, "the traffic stops; its requests failed for at most master-down plus a request's timeout")
 		m := regexp.MustCompile(`^(\d+) requests, (\d+) failed; longest outage ([0-9.]+m?s)`).FindStringSubmatch(end.Message)
 		Expect(m).NotTo(BeNil(), end.Message)

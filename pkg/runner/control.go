@@ -84,7 +84,7 @@ func (c *Control) Stop(ctx context.Context, nodeName, service string, kill bool)
 		return err
 	}
 	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == role })
-	if i < 0 || !l.Processes[i].Alive() {
+	if i < 0 || l.Processes[i].Exited() {
 		return fmt.Errorf("%s's %s is not running", nodeName, service)
 	}
 	p := l.Processes[i]
@@ -116,7 +116,7 @@ func (c *Control) Start(ctx context.Context, nodeName, service string) error {
 		return err
 	}
 	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == role })
-	if i >= 0 && l.Processes[i].Alive() {
+	if i >= 0 && !l.Processes[i].Exited() { // a zombie not yet reaped has ended
 		return fmt.Errorf("%s's %s is running already (pid %d)", nodeName, service, l.Processes[i].Pid)
 	}
 	n := l.Handles()[nodeName]
@@ -179,7 +179,7 @@ func (c *Control) Fault(ctx context.Context, nodeName string, answer lab.WebAnsw
 		return err
 	}
 	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == apply.WebRole(nodeName) })
-	if i < 0 || !l.Processes[i].Alive() {
+	if i < 0 || l.Processes[i].Exited() {
 		return fmt.Errorf("%s's web server is not running", nodeName)
 	}
 	s, err := scenario.Parse(l.Scenario, []byte(l.Applied))

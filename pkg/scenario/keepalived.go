@@ -1,17 +1,26 @@
 package scenario
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"time"
+
+	"github.com/lvslab/lvslab/pkg/keepalived"
 
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/topo"
 )
 
 type rawKeepalived struct {
+	File  string          `yaml:"file,omitempty"` // a keepalived.conf, relative to the scenario
 	VRRP  []rawVRRP       `yaml:"vrrp,omitempty"`
 	Check *rawHealthCheck `yaml:"check,omitempty"`
+
+	base string // the scenario's directory, for File
 }
 
 type rawHealthCheck struct {
@@ -41,6 +50,9 @@ type rawVRRP struct {
 // on one of the node's interfaces, with keepalived's ranges.
 func parseKeepalived(t *topo.Topology, field, node string, rk *rawKeepalived, fail failFunc) (*lab.Keepalived, error) {
 	k := &lab.Keepalived{}
+	if rk.File != "" {
+		return nil, fail(field+".file", "internal: a file is read by keepalivedFile")
+	}
 	if len(rk.VRRP) == 0 && rk.Check == nil {
 		return nil, fail(field, "give vrrp (VRRP instances), check (health checks of the node's IPVS services), or both")
 	}
@@ -162,4 +174,106 @@ func parseHealthCheck(f string, rc *rawHealthCheck, fail failFunc) (*lab.HealthC
 		c.SorryServer = ap
 	}
 	return c, nil
+}
+
+// keepalivedFile reads a node's keepalived.conf: its VRRP instances, and its
+// virtual servers as the node's IPVS services. When they carry health checks,
+// keepalived's checkers hold the table, and lvslab needs one check for all the
+// node's real servers (its scenarios have one per node).
+func keepalivedFile(t *topo.Topology, field, node string, rk *rawKeepalived, fail failFunc) (*lab.Keepalived, []lab.Service, error) {
+	f := field + ".file"
+	if len(rk.VRRP) > 0 || rk.Check != nil {
+		return nil, nil, fail(f, "give a keepalived.conf file, or vrrp and check, not both")
+	}
+	path := rk.File
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(rk.base, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fail(f, "%v", err)
+	}
+	cfg, err := keepalived.Parse(path, data)
+	if err != nil {
+		return nil, nil, fail(f, "%v", err)
+	}
+	k := &lab.Keepalived{VRRP: cfg.VRRP}
+	for _, v := range cfg.VRRP {
+		if !slices.Contains(t.Interfaces(node), v.Interface) {
+			return nil, nil, fail(f, "%s: vrrp_instance %s: interface %q is not an interface of %s (%v)", path, v.Name, v.Interface, node, t.Interfaces(node))
+		}
+	}
+	var services []lab.Service
+	for _, vs := range cfg.VirtualServers {
+		services = append(services, vs.Service)
+	}
+	k.Check, err = commonCheck(cfg)
+	if err != nil {
+		return nil, nil, fail(f, "%s: %v", path, err)
+	}
+	if len(k.VRRP) == 0 && k.Check == nil && len(services) == 0 {
+		return nil, nil, fail(f, "%s has no vrrp_instance and no virtual_server", path)
+	}
+	return k, services, nil
+}
+
+// commonCheck is the one health check of every real server of cfg, or nil
+// when none has one.
+func commonCheck(cfg *keepalived.Config) (*lab.HealthCheck, error) {
+	var out *lab.HealthCheck
+	secs := func(what string, d time.Duration) (int, error) {
+		if d%time.Second != 0 {
+			return 0, fmt.Errorf("%s %v: lvslab takes whole seconds", what, d)
+		}
+		return int(d / time.Second), nil
+	}
+	seen := 0
+	total := 0
+	for _, vs := range cfg.VirtualServers {
+		for _, rs := range vs.RealServers {
+			total++
+			if rs.Check == nil {
+				continue
+			}
+			seen++
+			c := rs.Check
+			if c.ConnectPort != 0 && c.ConnectPort != rs.Server.Addr.Port() {
+				return nil, fmt.Errorf("real_server %s: connect_port %d: lvslab checks the real server's own port", rs.Server.Addr, c.ConnectPort)
+			}
+			h := lab.HealthCheck{Kind: lab.HealthCheckKind(c.Kind), Path: c.Path, StatusCode: c.StatusCode, Retry: c.Retry, InhibitOnFailure: rs.InhibitOnFailure}
+			var err error
+			if h.DelayLoop, err = secs("delay_loop", vs.DelayLoop); err == nil {
+				if h.ConnectTimeout, err = secs("connect_timeout", c.ConnectTimeout); err == nil {
+					h.DelayBeforeRetry, err = secs("delay_before_retry", c.DelayBeforeRetry)
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("virtual_server %s: %w", vs.Service.Key(), err)
+			}
+			if vs.SorryServer != nil {
+				h.SorryServer = *vs.SorryServer
+			}
+			// keepalived's defaults where the file gives none.
+			for _, d := range []struct {
+				v   *int
+				def int
+			}{{&h.DelayLoop, 60}, {&h.ConnectTimeout, 5}, {&h.Retry, 1}, {&h.DelayBeforeRetry, 1}} {
+				if *d.v == 0 {
+					*d.v = d.def
+				}
+			}
+			if h.Kind == lab.CheckHTTPGet && h.StatusCode == 0 {
+				h.StatusCode = 200
+			}
+			if out == nil {
+				out = &h
+			} else if *out != h {
+				return nil, fmt.Errorf("real_server %s of %s: its check differs from the first one's (lvslab takes one health check for all of a node's real servers)", rs.Server.Addr, vs.Service.Key())
+			}
+		}
+	}
+	if seen > 0 && seen < total {
+		return nil, errors.New("some real servers have a health check and some have none (lvslab takes one for all of a node's real servers)")
+	}
+	return out, nil
 }

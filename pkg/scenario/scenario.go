@@ -182,6 +182,9 @@ func Parse(file string, data []byte) (*Scenario, error) {
 	vips := map[string]string{}
 	for _, name := range names {
 		rn := raw.Nodes[name]
+		if rn != nil && rn.Keepalived != nil {
+			rn.Keepalived.base = filepath.Dir(file)
+		}
 		field := "nodes." + name
 		tn, ok := t.Nodes[name]
 		if !ok {
@@ -469,7 +472,22 @@ func parseNode(t *topo.Topology, name string, rn *rawNode, fail failFunc, vips m
 		}
 	}
 	ns.Commands = rn.Commands
-	if rn.Keepalived != nil {
+	switch {
+	case rn.Keepalived != nil && rn.Keepalived.File != "":
+		if rn.IPVS != nil {
+			return ns, fail(field+".keepalived.file", "the file's virtual servers are the node's IPVS services: give the file or an ipvs section, not both")
+		}
+		k, services, err := keepalivedFile(t, field+".keepalived", name, rn.Keepalived, fail)
+		if err != nil {
+			return ns, err
+		}
+		for i, svc := range services {
+			if err := claimVIP(vips, svc.Key(), fmt.Sprintf("%s.keepalived.file(virtual_server %d)", field, i+1), true, fail); err != nil {
+				return ns, err
+			}
+		}
+		ns.Keepalived, ns.Services = k, services
+	case rn.Keepalived != nil:
 		k, err := parseKeepalived(t, field+".keepalived", name, rn.Keepalived, fail)
 		if err != nil {
 			return ns, err

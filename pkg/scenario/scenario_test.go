@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -200,5 +201,21 @@ func TestConcurrencyCheck(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "concurrency: 64") {
 		t.Errorf("written back without its concurrency:\n%s", b)
+	}
+}
+
+// A director's keepalived.conf, given as a file, is the same lab as the
+// keepalived section and ipvs rules it was exported from.
+func TestKeepalivedFile(t *testing.T) {
+	inline, err := Load("../../scenarios/ha-healthcheck.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := Load("testdata/valid/keepalived-file.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(file.Spec, inline.Spec) {
+		t.Fatalf("spec from the file\n%+v\nfrom the scenario\n%+v", file.Spec, inline.Spec)
 	}
 }
