@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -249,8 +250,12 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 					defer func() { Expect(remove()).To(Succeed()) }()
 					from = added
 				}
+				// Client ports from a pool at a random start, never one the
+				// director still keeps an entry for (TIME_WAIT, 2 minutes) from
+				// the scenarios before: such a SYN is dropped, and retried.
+				ports := verify.NewSourcePorts(uint16(33000 + rand.IntN(25000)))
 				for _, src := range from {
-					got := verify.HTTPClient{From: running.Handles()["client"], Source: src}.Get(ctx, "http://203.0.113.1/", 4)
+					got := verify.HTTPClient{From: running.Handles()["client"], Source: src, Ports: ports}.Get(ctx, "http://203.0.113.1/", 4)
 					Expect(got.Errors).To(BeEmpty())
 					var want []string
 					for range 4 {
