@@ -120,6 +120,9 @@ type Condition struct {
 	// Answers: a request to URL from From gets an answer.
 	URL  string
 	From string
+	// Neighbour: From's neighbour entry for Address has the MAC of node
+	// NeighbourOf (the client has taken a gratuitous ARP).
+	NeighbourOf string
 }
 
 // Describe says what a condition waits for.
@@ -127,6 +130,8 @@ func (c Condition) Describe() string {
 	switch {
 	case c.Owner != nil && *c.Owner == "":
 		return fmt.Sprintf("no node holds %s", c.Address)
+	case c.NeighbourOf != "":
+		return fmt.Sprintf("%s's neighbour entry for %s is %s's", c.From, c.Address, c.NeighbourOf)
 	case c.Owner != nil && c.Only:
 		return fmt.Sprintf("only %s holds %s", *c.Owner, c.Address)
 	case c.Owner != nil:

@@ -90,9 +90,16 @@ type rawWait struct {
 }
 
 type rawCond struct {
-	Owner   *rawOwner   `yaml:"owner,omitempty"`
-	Server  *rawInTable `yaml:"server,omitempty"`
-	Answers *rawAnswers `yaml:"answers,omitempty"`
+	Neighbour *rawNeighbour `yaml:"neighbour,omitempty"`
+	Owner     *rawOwner     `yaml:"owner,omitempty"`
+	Server    *rawInTable   `yaml:"server,omitempty"`
+	Answers   *rawAnswers   `yaml:"answers,omitempty"`
+}
+
+type rawNeighbour struct {
+	Node    string `yaml:"node,omitempty"`
+	Address string `yaml:"address,omitempty"`
+	Of      string `yaml:"of,omitempty"`
 }
 
 type rawOwner struct {
@@ -401,15 +408,31 @@ func parseWait(s *Scenario, spec *lab.Spec, f string, w *rawWait, fail failFunc,
 	c := &lab.Condition{}
 	u := w.Until
 	n := 0
-	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil} {
+	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil, u.Neighbour != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return a, fail(f+".until", "give exactly one condition: owner, server or answers")
+		return a, fail(f+".until", "give exactly one condition: owner, server, answers or neighbour")
 	}
 	switch {
+	case u.Neighbour != nil:
+		ff := f + ".until.neighbour"
+		addr, err := netip.ParseAddr(u.Neighbour.Address)
+		if err != nil || !addr.Is4() {
+			return a, fail(ff+".address", "%q is not an IPv4 address", u.Neighbour.Address)
+		}
+		c.Address, c.From, c.NeighbourOf = addr, u.Neighbour.Node, u.Neighbour.Of
+		if c.From == "" {
+			c.From = "client"
+		}
+		if err := node(ff+".node", c.From); err != nil {
+			return a, err
+		}
+		if err := node(ff+".of", c.NeighbourOf); err != nil {
+			return a, err
+		}
 	case u.Owner != nil:
 		addr, err := netip.ParseAddr(u.Owner.Address)
 		if err != nil {

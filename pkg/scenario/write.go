@@ -219,6 +219,8 @@ func marshalStep(st lab.Step) rawStep {
 			w.Within = a.Within.String()
 			c := a.Until
 			switch {
+			case c.NeighbourOf != "":
+				w.Until = &rawCond{Neighbour: &rawNeighbour{Node: c.From, Address: c.Address.String(), Of: c.NeighbourOf}}
 			case c.Owner != nil:
 				w.Until = &rawCond{Owner: &rawOwner{Address: c.Address.String(), Node: c.Owner, Only: c.Only}}
 			case c.Server.IsValid():

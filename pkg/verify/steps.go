@@ -426,6 +426,8 @@ func (v *Judge) waitUntil(ctx context.Context, c lab.Condition, within time.Dura
 // holds reports whether a condition holds now, and what is the case otherwise.
 func (v *Judge) holds(ctx context.Context, c lab.Condition) (bool, string, error) {
 	switch {
+	case c.NeighbourOf != "":
+		return v.neighbourIs(c)
 	case c.Owner != nil:
 		var owners []string
 		for name, n := range v.Nodes {
@@ -542,4 +544,37 @@ func ask(c net.Conn) bool {
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
 	return n > 0 && (err == nil || errors.Is(err, io.EOF)) && strings.HasPrefix(string(buf[:n]), "HTTP/1.")
+}
+
+// neighbourIs reports whether c.From's neighbour entry for c.Address has a
+// MAC of node c.NeighbourOf.
+func (v *Judge) neighbourIs(c lab.Condition) (bool, string, error) {
+	from, ok := v.Nodes[c.From]
+	if !ok {
+		return false, "", fmt.Errorf("node %s is not in lab %s", c.From, v.Lab)
+	}
+	of, ok := v.Nodes[c.NeighbourOf]
+	if !ok {
+		return false, "", fmt.Errorf("node %s is not in lab %s", c.NeighbourOf, v.Lab)
+	}
+	macs, err := of.MACs()
+	if err != nil {
+		return false, "", err
+	}
+	h, err := from.Netlink()
+	if err != nil {
+		return false, "", err
+	}
+	defer h.Close()
+	neighs, err := h.NeighList(0, netlink.FAMILY_V4)
+	if err != nil {
+		return false, "", fmt.Errorf("%s: neighbours: %w", c.From, err)
+	}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == c.Address && n.HardwareAddr != nil {
+			mac := n.HardwareAddr.String()
+			return slices.Contains(macs, mac), "its entry is " + mac, nil
+		}
+	}
+	return false, "no entry", nil
 }
