@@ -126,7 +126,8 @@ ifeq ($(LABELS),)
 	$(SANDBOX) bin/ginkgo $(GINKGO_FLAGS_BASE) --junit-report=$(REPORT)/junit-2.xml --timeout 20m \
 	  --label-filter='!($(E2E_HALF))' bin/e2e.test; two=$$?; \
 	wait $$one; first=$$?; echo "--- first half ($(E2E_HALF)):"; cat $(REPORT)/e2e-1.log; \
-	echo "e2e: first half exit $$first, second half exit $$two"; [ $$first -eq 0 ] && [ $$two -eq 0 ]
+	echo "e2e: first half exit $$first, second half exit $$two"; \
+	if [ $$first -ne 0 ] || [ $$two -ne 0 ]; then $(GO) run ./internal/junitfail $(REPORT)/junit-1.xml $(REPORT)/junit-2.xml; exit 1; fi
 else
 	$(SANDBOX) bin/ginkgo $(GINKGO_FLAGS) --timeout 20m --label-filter='$(LABELS)' bin/e2e.test
 endif

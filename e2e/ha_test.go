@@ -89,7 +89,7 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		Expect(outage).To(BeNumerically(">=", vrrp.MasterDown()-advert-500*time.Millisecond), end.Message)
 
 		AddReportEntry("VIP failover", map[string]string{
-			"requests during the kill -9 failover": end.Message,
+			"requests while director1 was cut off": end.Message,
 			"clean stop (from SIGTERM)":            clean.String(),
 			"keepalived's own stop":                stop.Duration.Round(time.Millisecond).String(),
 			"kill -9":                              crash.String(),
@@ -153,6 +153,31 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		for _, r := range results {
 			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
 		}
+	})
+
+	It("loses every connection held through the master at failover without the sync daemon, and none with it", func() {
+		results, stderr, code := verifyJSON("scenarios/ha-sync.yaml")
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
+		without := stepOutcome(results, "without the sync daemon every held connection breaks (director2 never saw them and resets them)")
+		Expect(without.Message).To(Equal("0 held connections answered, 5 lost"))
+		with := stepOutcome(results, "with the sync daemon every held connection survives (director2 forwards it to the same real server)")
+		Expect(with.Message).To(Equal("5 held connections answered, 0 lost"))
+		// Measured from the start of the hold: the master's thread sends a
+		// buffer once it is 2 s old (IPVS_SYNC_FLUSH_TIME), looking every second
+		// (IPVS_SYNC_CHECK_PERIOD), and the buffer began with the first
+		// connection's third packet, during the hold.
+		hold := stepOutcome(results, "five connections held open through director1 again, each in the middle of its request")
+		synced := measured(stepOutcome(results, "director2's table has them (the master sends what it has gathered at least every 2 s)"))
+		Expect(synced).To(BeNumerically(">=", 2*time.Second))
+		Expect(synced).To(BeNumerically("<=", hold.Duration+3*time.Second+250*time.Millisecond))
+		AddReportEntry("connection sync", map[string]string{
+			"held connections lost without the sync daemon": "5 of 5",
+			"held connections lost with it":                 "0 of 5",
+			"until director2's table had them":              synced.String(),
+		})
 	})
 
 	It("rejects VRRP instances keepalived would refuse, naming the file and the field, before building anything", func() {

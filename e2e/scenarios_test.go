@@ -82,6 +82,7 @@ var shippedScenarios = []struct {
 	{"nat-steps", Label("nat", "steps")},
 	{"ha-dr", Label("dr", "ha")},
 	{"ha-healthcheck", Label("dr", "ha")},
+	{"ha-sync", Label("dr", "ha")},
 }
 
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {

@@ -62,6 +62,11 @@ type Action struct {
 	Netem   Netem    // netem
 	HTTP    string   // hold: the URL
 	Count   int      // hold: connections
+	// Started (hold): each connection sends its request's first line and
+	// waits, a request in progress: the connection has carried data (its
+	// third packet through the director, when the sync daemon first sends
+	// it); ask_held sends the rest.
+	Started bool
 	For     time.Duration
 	Until   *Condition // wait: the condition, checked until Within
 	Within  time.Duration
@@ -120,6 +125,9 @@ type Condition struct {
 	// Answers: a request to URL from From gets an answer.
 	URL  string
 	From string
+	// Synced: every held connection is in node Synced's IPVS connection
+	// table (a backup director's sync daemon received it).
+	Synced string
 	// Neighbour: From's neighbour entry for Address has the MAC of node
 	// NeighbourOf (the client has taken a gratuitous ARP).
 	NeighbourOf string
@@ -130,6 +138,8 @@ func (c Condition) Describe() string {
 	switch {
 	case c.Owner != nil && *c.Owner == "":
 		return fmt.Sprintf("no node holds %s", c.Address)
+	case c.Synced != "":
+		return fmt.Sprintf("every held connection is in %s's connection table", c.Synced)
 	case c.NeighbourOf != "":
 		return fmt.Sprintf("%s's neighbour entry for %s is %s's", c.From, c.Address, c.NeighbourOf)
 	case c.Owner != nil && c.Only:
@@ -162,6 +172,9 @@ func (a Action) Describe() string {
 	case ActNetem:
 		return fmt.Sprintf("netem on %s %s: %s", a.Node, a.Dev, a.Netem)
 	case ActHold:
+		if a.Started {
+			return fmt.Sprintf("hold %d connections to %s from %s, each with its request begun", a.Count, a.HTTP, a.Node)
+		}
 		return fmt.Sprintf("hold %d connections to %s from %s", a.Count, a.HTTP, a.Node)
 	case ActRelease:
 		return "release the held connections"

@@ -81,6 +81,7 @@ type rawHoldAct struct {
 	From        string `yaml:"from,omitempty"`
 	URL         string `yaml:"url,omitempty"`
 	Connections int    `yaml:"connections,omitempty"`
+	Started     bool   `yaml:"started,omitempty"`
 }
 
 type rawWait struct {
@@ -91,9 +92,14 @@ type rawWait struct {
 
 type rawCond struct {
 	Neighbour *rawNeighbour `yaml:"neighbour,omitempty"`
+	Synced    *rawSynced    `yaml:"synced,omitempty"`
 	Owner     *rawOwner     `yaml:"owner,omitempty"`
 	Server    *rawInTable   `yaml:"server,omitempty"`
 	Answers   *rawAnswers   `yaml:"answers,omitempty"`
+}
+
+type rawSynced struct {
+	Node string `yaml:"node,omitempty"`
 }
 
 type rawNeighbour struct {
@@ -289,7 +295,7 @@ func parseAction(s *Scenario, spec *lab.Spec, field string, rs rawStep, fail fai
 		return a, nil
 	case rs.Hold != nil:
 		f := field + ".hold"
-		a = lab.Action{Kind: lab.ActHold, Node: rs.Hold.From, HTTP: rs.Hold.URL, Count: rs.Hold.Connections}
+		a = lab.Action{Kind: lab.ActHold, Node: rs.Hold.From, HTTP: rs.Hold.URL, Count: rs.Hold.Connections, Started: rs.Hold.Started}
 		if a.Node == "" {
 			a.Node = "client"
 		}
@@ -408,15 +414,20 @@ func parseWait(s *Scenario, spec *lab.Spec, f string, w *rawWait, fail failFunc,
 	c := &lab.Condition{}
 	u := w.Until
 	n := 0
-	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil, u.Neighbour != nil} {
+	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil, u.Neighbour != nil, u.Synced != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return a, fail(f+".until", "give exactly one condition: owner, server, answers or neighbour")
+		return a, fail(f+".until", "give exactly one condition: owner, server, answers, neighbour or synced")
 	}
 	switch {
+	case u.Synced != nil:
+		if err := node(f+".until.synced.node", u.Synced.Node); err != nil {
+			return a, err
+		}
+		c.Synced = u.Synced.Node
 	case u.Neighbour != nil:
 		ff := f + ".until.neighbour"
 		addr, err := netip.ParseAddr(u.Neighbour.Address)

@@ -208,7 +208,7 @@ func marshalStep(st lab.Step) rawStep {
 		}
 		rs.Netem = rn
 	case lab.ActHold:
-		rs.Hold = &rawHoldAct{From: a.Node, URL: a.HTTP, Connections: a.Count}
+		rs.Hold = &rawHoldAct{From: a.Node, URL: a.HTTP, Connections: a.Count, Started: a.Started}
 	case lab.ActRelease:
 		rs.Release = true
 	case lab.ActWait:
@@ -219,6 +219,8 @@ func marshalStep(st lab.Step) rawStep {
 			w.Within = a.Within.String()
 			c := a.Until
 			switch {
+			case c.Synced != "":
+				w.Until = &rawCond{Synced: &rawSynced{Node: c.Synced}}
 			case c.NeighbourOf != "":
 				w.Until = &rawCond{Neighbour: &rawNeighbour{Node: c.From, Address: c.Address.String(), Of: c.NeighbourOf}}
 			case c.Owner != nil:

@@ -47,6 +47,9 @@ type heldConns struct {
 	locals []netip.AddrPort
 	conns  []net.Conn
 	done   func()
+	// started: each connection has sent its request's first line, and a
+	// request on it sends the rest.
+	started bool
 }
 
 // runSteps runs each step's action, then its checks, and returns an outcome
@@ -358,7 +361,15 @@ func (v *Judge) holdStep(ctx context.Context, from node.Node, a lab.Action) (str
 		return "", err
 	}
 	locals, done := Locals(conns), func() { closeConns(conns) }
-	h := heldConns{svc: svc.Key(), locals: locals, conns: conns, done: done}
+	h := heldConns{svc: svc.Key(), locals: locals, conns: conns, done: done, started: a.Started}
+	if a.Started {
+		for _, cn := range conns {
+			if _, err := cn.Write([]byte(requestLine)); err != nil {
+				done()
+				return "", fmt.Errorf("begin a request on a held connection: %w", err)
+			}
+		}
+	}
 	msg := fmt.Sprintf("held: %v", seq)
 	if m != nil {
 		var pred []string
@@ -379,14 +390,16 @@ func (v *Judge) holdStep(ctx context.Context, from node.Node, a lab.Action) (str
 	return msg, nil
 }
 
-// release closes every held connection and waits until the director has
-// seen them close; the models count them closed.
+// release closes every held connection and, where a model counts them,
+// waits until the director has seen them close; the models count them closed.
 func (v *Judge) release(ctx context.Context) error {
 	var errs []error
 	for _, h := range v.held {
 		h.done()
-		errs = append(errs, v.settle(ctx, h.locals))
+		// Only a model needs the director to have seen them close (after a
+		// failover another director may have).
 		if m := v.models[h.svc]; m != nil {
+			errs = append(errs, v.settle(ctx, h.locals))
 			m.sim.Advance(time.Since(v.start))
 			for _, name := range h.names {
 				m.sim.Close(name)
@@ -426,6 +439,8 @@ func (v *Judge) waitUntil(ctx context.Context, c lab.Condition, within time.Dura
 // holds reports whether a condition holds now, and what is the case otherwise.
 func (v *Judge) holds(ctx context.Context, c lab.Condition) (bool, string, error) {
 	switch {
+	case c.Synced != "":
+		return v.synced(c.Synced)
 	case c.NeighbourOf != "":
 		return v.neighbourIs(c)
 	case c.Owner != nil:
@@ -511,7 +526,7 @@ func (v *Judge) askHeld(ctx context.Context, a lab.Action) (string, error) {
 	answered, lost := 0, 0
 	for _, h := range v.held {
 		for _, c := range h.conns {
-			if ask(c) {
+			if ask(c, h.started) {
 				answered++
 			} else {
 				lost++
@@ -534,16 +549,54 @@ func (v *Judge) askHeld(ctx context.Context, a lab.Action) (string, error) {
 // askTimeout bounds the answer to a request on a held connection.
 const askTimeout = 2 * time.Second
 
-// ask sends a request on an open connection and reports whether an answer
-// came back.
-func ask(c net.Conn) bool {
+// requestLine is the first line of the request a held connection sends:
+// begun, it waits for the empty line that ends it.
+const requestLine = "GET / HTTP/1.0\r\n"
+
+// ask sends a request on an open connection (the rest of it, when started)
+// and reports whether an answer came back.
+func ask(c net.Conn, started bool) bool {
 	_ = c.SetDeadline(time.Now().Add(askTimeout))
-	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+	req := requestLine + "\r\n"
+	if started {
+		req = "\r\n"
+	}
+	if _, err := c.Write([]byte(req)); err != nil {
 		return false
 	}
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
 	return n > 0 && (err == nil || errors.Is(err, io.EOF)) && strings.HasPrefix(string(buf[:n]), "HTTP/1.")
+}
+
+// synced reports whether every held connection is in a node's IPVS
+// connection table, and how many are otherwise.
+func (v *Judge) synced(name string) (bool, string, error) {
+	n, ok := v.Nodes[name]
+	if !ok {
+		return false, "", fmt.Errorf("node %s is not in lab %s", name, v.Lab)
+	}
+	conns, err := ReadConns(n)
+	if err != nil {
+		return false, "", err
+	}
+	in := map[netip.AddrPort]bool{}
+	for _, c := range conns {
+		in[c.Client] = in[c.Client] || !c.Template
+	}
+	have, all := 0, 0
+	for _, h := range v.held {
+		for _, l := range h.locals {
+			all++
+			if in[l] {
+				have++
+			}
+		}
+	}
+	if all == 0 {
+		return false, "", errors.New("no connection is held (hold some in an earlier step)")
+	}
+	return have == all, fmt.Sprintf("%d of %d held connections there", have, all), nil
 }
 
 // neighbourIs reports whether c.From's neighbour entry for c.Address has a
