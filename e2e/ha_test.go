@@ -180,6 +180,47 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		})
 	})
 
+	It("moves the NAT directors' VIP and inside gateway together (a sync group), so replies come back through the new master", func() {
+		s, err := scenario.Load(repo + "/scenarios/ha-nat.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		backup, _ := s.Spec.Node("director2")
+		vrrp := backup.Keepalived.VRRP[0]
+		advert := time.Duration(vrrp.AdvertInt) * time.Second
+		const slack = 250 * time.Millisecond
+
+		results, stderr, code := verifyJSON("scenarios/ha-nat.yaml")
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
+		// Cut off outside, director1's VI_OUT goes to FAULT and takes VI_IN
+		// with it; it sends no more adverts on either side, and director2
+		// takes over once master-down passes without one.
+		gw := measured(stepOutcome(results, "director1 gives the inside gateway up too (VI_OUT's fault takes its sync group with it)"))
+		Expect(gw).To(BeNumerically(">=", vrrp.MasterDown()-advert))
+		Expect(gw).To(BeNumerically("<=", vrrp.MasterDown()+slack))
+		end := stepOutcome(results, "the traffic stops; its requests failed for at most master-down plus a request's timeout")
+		AddReportEntry("NAT failover (cut off outside)", map[string]string{"gateway moved": gw.String(), "traffic": end.Message})
+
+		// Without the sync group, director1 keeps the inside gateway: the
+		// real servers' replies go to it, and it has not the connections.
+		file := variant("scenarios/ha-nat.yaml", func(s *scenario.Scenario) {
+			for _, d := range []string{"director1", "director2"} {
+				for i := range nodeSpec(s, d).Keepalived.VRRP {
+					nodeSpec(s, d).Keepalived.VRRP[i].SyncGroup = ""
+				}
+			}
+		})
+		results, _, code = verifyJSON(file)
+		Expect(code).To(Equal(1))
+		kept := stepOutcome(results, "director1 gives the inside gateway up too (VI_OUT's fault takes its sync group with it)")
+		Expect(kept.Passed).To(BeFalse())
+		Expect(kept.Message).To(ContainSubstring("held by [director1"))
+		Expect(stepOutcome(results, "director2 holds the VIP").Passed).To(BeTrue())
+		answers := stepOutcome(results, "the service answers through director2 after the cut")
+		Expect(answers.Passed).To(BeFalse(), answers.Message)
+	})
+
 	It("rejects VRRP instances keepalived would refuse, naming the file and the field, before building anything", func() {
 		b, err := os.ReadFile(repo + "/scenarios/ha-dr.yaml")
 		Expect(err).NotTo(HaveOccurred())

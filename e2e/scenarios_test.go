@@ -83,6 +83,7 @@ var shippedScenarios = []struct {
 	{"ha-dr", Label("dr", "ha")},
 	{"ha-healthcheck", Label("dr", "ha")},
 	{"ha-sync", Label("dr", "ha")},
+	{"ha-nat", Label("nat", "ha")},
 }
 
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {

@@ -3,6 +3,7 @@ package keepalived
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -17,6 +18,7 @@ import (
 // reads:
 //
 //	global_defs { router_id }
+//	vrrp_sync_group NAME { group { INSTANCE INSTANCE ... } }
 //	vrrp_instance NAME { state interface virtual_router_id priority advert_int
 //	    nopreempt virtual_ipaddress { ADDR[/LEN] [dev IFACE] ... } }
 //	virtual_server IP PORT | fwmark N { delay_loop lb_algo (lvs_sched) lb_kind
@@ -41,8 +43,25 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c := &Config{}
 	var routerLine int
+	type member struct {
+		line  int
+		group string
+	}
+	members := map[string]member{} // instance name: its sync group
 	for _, s := range tree {
 		switch s.key {
+		case "vrrp_sync_group":
+			ms, err := p.syncGroup(s)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range ms {
+				if o, ok := members[m.key]; ok {
+					return nil, p.errf(m.line, "vrrp_sync_group %s: %s is in vrrp_sync_group %s already (line %d)", s.args[0], m.key, o.group, o.line)
+				}
+				members[m.key] = member{m.line, s.args[0]}
+			}
+
 		case "global_defs":
 			if err := p.shape(s, 0, true); err != nil {
 				return nil, err
@@ -85,10 +104,53 @@ func Parse(file string, data []byte) (*Config, error) {
 			}
 			c.VirtualServers = append(c.VirtualServers, vs)
 		default:
-			return nil, p.unknown(s, "the top level", "global_defs", "vrrp_instance", "virtual_server")
+			return nil, p.unknown(s, "the top level", "global_defs", "vrrp_sync_group", "vrrp_instance", "virtual_server")
 		}
 	}
+	for i := range c.VRRP {
+		if m, ok := members[c.VRRP[i].Name]; ok {
+			c.VRRP[i].SyncGroup = m.group
+			delete(members, c.VRRP[i].Name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		m := members[name]
+		return nil, p.errf(m.line, "vrrp_sync_group %s: %s is not a vrrp_instance of the file", m.group, name)
+	}
 	return c, nil
+}
+
+// syncGroup reads "vrrp_sync_group NAME { group { VI_1 VI_2 ... } }" and
+// returns its members.
+func (p *parser) syncGroup(s *stmt) ([]*stmt, error) {
+	if err := p.shape(s, 1, true); err != nil {
+		return nil, err
+	}
+	where := "vrrp_sync_group " + s.args[0]
+	var members []*stmt
+	seen := once{}
+	for _, k := range s.block {
+		if err := seen.check(p, k); err != nil {
+			return nil, err
+		}
+		if k.key != "group" {
+			return nil, p.unknown(k, where, "group")
+		}
+		if err := p.shape(k, 0, true); err != nil {
+			return nil, err
+		}
+		for _, m := range k.block {
+			if m.hasBlock || len(m.args) > 0 {
+				return nil, p.errf(m.line, "%s: %s: give one vrrp_instance name per line", where, m.key)
+			}
+			members = append(members, m)
+		}
+	}
+	if len(members) < 2 {
+		n := map[int]string{0: "no instance", 1: "one instance"}[len(members)]
+		return nil, p.errf(s.line, "%s: its group names %s (a sync group moves two or more together)", where, n)
+	}
+	return members, nil
 }
 
 type parser struct {

@@ -34,6 +34,29 @@ func Marshal(c *Config) ([]byte, error) {
 		w(1, "router_id %s", val(c.RouterID))
 		w(0, "}")
 	}
+	var groups []string
+	members := map[string][]string{}
+	for _, v := range c.VRRP {
+		if v.SyncGroup == "" {
+			continue
+		}
+		if _, ok := members[v.SyncGroup]; !ok {
+			groups = append(groups, v.SyncGroup)
+		}
+		members[v.SyncGroup] = append(members[v.SyncGroup], v.Name)
+	}
+	for _, g := range groups {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		w(0, "vrrp_sync_group %s {", val(g))
+		w(1, "group {")
+		for _, m := range members[g] {
+			w(2, "%s", val(m))
+		}
+		w(1, "}")
+		w(0, "}")
+	}
 	for _, v := range c.VRRP {
 		if b.Len() > 0 {
 			b.WriteByte('\n')

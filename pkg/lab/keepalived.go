@@ -69,6 +69,10 @@ type VRRPInstance struct {
 	AdvertInt int    // seconds between adverts (advert_int), 1..255
 	NoPreempt bool   // a higher priority does not take the addresses back
 	VIPs      []netip.Prefix
+	// SyncGroup names the vrrp_sync_group the instance is in ("" for none):
+	// the instances of a group change state together, so that a NAT
+	// director that gives up the VIP gives up the inside gateway with it.
+	SyncGroup string
 }
 
 // Skew is VRRPv2's skew time: (256 − priority) / 256 s (RFC 3768 6.1;

@@ -44,6 +44,7 @@ type rawVRRP struct {
 	AdvertInt int      `yaml:"advert_int,omitempty"`
 	NoPreempt bool     `yaml:"nopreempt,omitempty"`
 	VIPs      []string `yaml:"virtual_ipaddress,omitempty"`
+	SyncGroup string   `yaml:"sync_group,omitempty"`
 }
 
 // parseKeepalived validates a node's keepalived section: each VRRP instance
@@ -66,7 +67,7 @@ func parseKeepalived(t *topo.Topology, field, node string, rk *rawKeepalived, fa
 	for i, rv := range rk.VRRP {
 		f := fmt.Sprintf("%s.vrrp[%d]", field, i)
 		v := lab.VRRPInstance{Name: rv.Instance, Interface: rv.Interface, RouterID: rv.RouterID, State: rv.State,
-			Priority: rv.Priority, AdvertInt: rv.AdvertInt, NoPreempt: rv.NoPreempt}
+			Priority: rv.Priority, AdvertInt: rv.AdvertInt, NoPreempt: rv.NoPreempt, SyncGroup: rv.SyncGroup}
 		if v.Name == "" {
 			return nil, fail(f+".instance", "missing (the vrrp_instance's name, e.g. VI_1)")
 		}
@@ -114,6 +115,17 @@ func parseKeepalived(t *topo.Topology, field, node string, rk *rawKeepalived, fa
 			v.VIPs = append(v.VIPs, p)
 		}
 		k.VRRP = append(k.VRRP, v)
+	}
+	groups := map[string]int{}
+	for _, v := range k.VRRP {
+		if v.SyncGroup != "" {
+			groups[v.SyncGroup]++
+		}
+	}
+	for i, v := range k.VRRP {
+		if n := groups[v.SyncGroup]; n == 1 {
+			return nil, fail(fmt.Sprintf("%s.vrrp[%d].sync_group", field, i), "%q has only this instance (a sync group moves two or more together)", v.SyncGroup)
+		}
 	}
 	return k, nil
 }

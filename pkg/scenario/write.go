@@ -52,7 +52,7 @@ func marshalNode(n lab.NodeSpec) *rawNode {
 		rk := &rawKeepalived{}
 		for _, v := range n.Keepalived.VRRP {
 			rv := rawVRRP{Instance: v.Name, Interface: v.Interface, RouterID: v.RouterID, State: v.State,
-				Priority: v.Priority, AdvertInt: v.AdvertInt, NoPreempt: v.NoPreempt}
+				Priority: v.Priority, AdvertInt: v.AdvertInt, NoPreempt: v.NoPreempt, SyncGroup: v.SyncGroup}
 			for _, p := range v.VIPs {
 				rv.VIPs = append(rv.VIPs, p.String())
 			}
