@@ -7,6 +7,7 @@ package main
 import (
 	"encoding/xml"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -28,19 +29,30 @@ type report struct {
 	} `xml:"testsuite"`
 }
 
-var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
+// ansi matches a colour code, raw or as an XML character reference.
+var ansi = regexp.MustCompile(`(\x1b|&#x1[bB];|&#27;)\[[0-9;]*m`)
 
 // maxLen bounds what is printed of one failure's message.
 const maxLen = 1200
 
 func main() {
+	if printFailures(os.Stdout, os.Args[1:]) == 0 {
+		fmt.Println("junitfail: no failed test case in the reports")
+	}
+}
+
+// printFailures writes each failed test case of the reports to w and returns
+// how many there were; a report it cannot read is named on stderr.
+func printFailures(w io.Writer, files []string) int {
 	failed := 0
-	for _, file := range os.Args[1:] {
+	for _, file := range files {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "junitfail: %v\n", err)
 			continue
 		}
+		// Colour codes are not XML characters: drop them first.
+		b = ansi.ReplaceAll(b, nil)
 		var r report
 		if err := xml.Unmarshal(b, &r); err != nil {
 			fmt.Fprintf(os.Stderr, "junitfail: %s: %v\n", file, err)
@@ -61,15 +73,13 @@ func main() {
 					continue
 				}
 				failed++
-				msg = strings.TrimSpace(ansi.ReplaceAllString(msg, ""))
+				msg = strings.TrimSpace(msg)
 				if len(msg) > maxLen {
 					msg = msg[:maxLen] + " ..."
 				}
-				fmt.Printf("FAILED %s\n  %s\n", c.Name, strings.ReplaceAll(msg, "\n", "\n  "))
+				fmt.Fprintf(w, "FAILED %s\n  %s\n", c.Name, strings.ReplaceAll(msg, "\n", "\n  "))
 			}
 		}
 	}
-	if failed == 0 {
-		fmt.Println("junitfail: no failed test case in the reports")
-	}
+	return failed
 }
