@@ -27,6 +27,8 @@ type Backend interface {
 	Exec(ctx context.Context, o ExecOptions) error
 	// IPVS prints a lab's director table as ipvsadm -Ln and ipvsadm-save -n do.
 	IPVS(ctx context.Context, o IPVSOptions) error
+	// Graph draws a running lab.
+	Graph(ctx context.Context, o GraphOptions) error
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running
 	// one (a name); a failed check comes back as errExit(1).
 	Verify(ctx context.Context, o VerifyOptions) error

@@ -130,11 +130,24 @@ func (s Starter) StartKeepalived(ctx context.Context, n node.Node, ns lab.NodeSp
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return state.Process{}, err
 	}
+	tmp := KeepalivedTmpDir(s.LogDir, n.Name)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return state.Process{}, fmt.Errorf("keepalived's dump dir: %w", err)
+	}
 	args := append(append([]string(nil), flags...), "--use-file", file,
 		"--pid", filepath.Join(s.LogDir, role+".pid"),
 		"--vrrp_pid", filepath.Join(s.LogDir, role+"-vrrp.pid"),
 		"--checkers_pid", filepath.Join(s.LogDir, role+"-checkers.pid"))
-	return s.launch(exec.Command("keepalived", args...), role, n)
+	cmd := exec.Command("keepalived", args...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp) // its state dumps (keepalived.json), one directory per node
+	return s.launch(cmd, role, n)
+}
+
+// KeepalivedTmpDir is where a netns lab's keepalived of node writes its
+// state dumps (TMPDIR): keepalived.json on its JSON signal. In a container it
+// is the container's /tmp.
+func KeepalivedTmpDir(logDir, node string) string {
+	return filepath.Join(logDir, KeepalivedRole(node)+".tmp")
 }
 
 // WebRole names a node's web server in the lab's record.

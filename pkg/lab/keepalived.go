@@ -86,3 +86,14 @@ func (v VRRPInstance) Skew() time.Duration {
 func (v VRRPInstance) MasterDown() time.Duration {
 	return 3*time.Duration(v.AdvertInt)*time.Second + v.Skew()
 }
+
+// VRRPState is a VRRP instance's state, as keepalived names it.
+type VRRPState string
+
+// The states of a VRRP instance.
+const (
+	VRRPInit   VRRPState = "INIT"
+	VRRPBackup VRRPState = "BACKUP"
+	VRRPMaster VRRPState = "MASTER"
+	VRRPFault  VRRPState = "FAULT"
+)

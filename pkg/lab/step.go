@@ -125,6 +125,10 @@ type Condition struct {
 	// Answers: a request to URL from From gets an answer.
 	URL  string
 	From string
+	// VRRP: node VRRPNode's keepalived has instance Instance in State.
+	VRRPNode string
+	Instance string
+	State    VRRPState
 	// Synced: every held connection is in node Synced's IPVS connection
 	// table (a backup director's sync daemon received it).
 	Synced string
@@ -138,6 +142,8 @@ func (c Condition) Describe() string {
 	switch {
 	case c.Owner != nil && *c.Owner == "":
 		return fmt.Sprintf("no node holds %s", c.Address)
+	case c.VRRPNode != "":
+		return fmt.Sprintf("%s's %s is %s", c.VRRPNode, c.Instance, c.State)
 	case c.Synced != "":
 		return fmt.Sprintf("every held connection is in %s's connection table", c.Synced)
 	case c.NeighbourOf != "":

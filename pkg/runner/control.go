@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/clabrt"
+	"github.com/lvslab/lvslab/pkg/keepalived"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/scenario"
@@ -238,3 +241,53 @@ func probe(ctx context.Context, n node.Node, addr string) webd.Mode {
 	}
 	return webd.ModeOK
 }
+
+// VRRP asks a node's keepalived for its VRRP instances' states: it signals
+// keepalived to write its JSON dump (into the dump directory lvslab gave it,
+// or the container's /tmp), and reads it once written.
+func (c *Control) VRRP(ctx context.Context, nodeName string) (map[string]lab.VRRPState, error) {
+	l, err := c.r.Store.Load(c.lab)
+	if err != nil {
+		return nil, err
+	}
+	role := apply.KeepalivedRole(nodeName)
+	i := slices.IndexFunc(l.Processes, func(p state.Process) bool { return p.Role == role })
+	if i < 0 || l.Processes[i].Exited() {
+		return nil, fmt.Errorf("%s's keepalived is not running", nodeName)
+	}
+	pid := l.Processes[i].Pid
+	file := filepath.Join(apply.KeepalivedTmpDir(c.r.logDir(c.lab), nodeName), keepalived.DumpFile)
+	if l.Runtime == lab.RuntimeContainerlab {
+		file = fmt.Sprintf("/proc/%d/root/tmp/%s", pid, keepalived.DumpFile)
+	}
+	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s's keepalived: %w", nodeName, err)
+	}
+	if err := syscall.Kill(pid, keepalived.SignalJSON); err != nil {
+		return nil, fmt.Errorf("%s's keepalived (pid %d): %w", nodeName, pid, err)
+	}
+	// Its VRRP process writes the file a moment later; a file being written
+	// does not parse yet.
+	deadline := time.Now().Add(dumpWithin)
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil {
+			states, perr := keepalived.ParseDump(b)
+			if perr == nil {
+				return states, nil
+			}
+			err = perr
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s's keepalived wrote no state within %v: %w", nodeName, dumpWithin, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// dumpWithin bounds how long keepalived may take to write its state.
+const dumpWithin = 2 * time.Second

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,9 +94,16 @@ type rawWait struct {
 type rawCond struct {
 	Neighbour *rawNeighbour `yaml:"neighbour,omitempty"`
 	Synced    *rawSynced    `yaml:"synced,omitempty"`
+	VRRP      *rawVRRPState `yaml:"vrrp,omitempty"`
 	Owner     *rawOwner     `yaml:"owner,omitempty"`
 	Server    *rawInTable   `yaml:"server,omitempty"`
 	Answers   *rawAnswers   `yaml:"answers,omitempty"`
+}
+
+type rawVRRPState struct {
+	Node     string `yaml:"node,omitempty"`
+	Instance string `yaml:"instance,omitempty"`
+	State    string `yaml:"state,omitempty"`
 }
 
 type rawSynced struct {
@@ -414,15 +422,38 @@ func parseWait(s *Scenario, spec *lab.Spec, f string, w *rawWait, fail failFunc,
 	c := &lab.Condition{}
 	u := w.Until
 	n := 0
-	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil, u.Neighbour != nil, u.Synced != nil} {
+	for _, set := range []bool{u.Owner != nil, u.Server != nil, u.Answers != nil, u.Neighbour != nil, u.Synced != nil, u.VRRP != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return a, fail(f+".until", "give exactly one condition: owner, server, answers, neighbour or synced")
+		return a, fail(f+".until", "give exactly one condition: owner, server, answers, neighbour, synced or vrrp")
 	}
 	switch {
+	case u.VRRP != nil:
+		ff := f + ".until.vrrp"
+		if err := node(ff+".node", u.VRRP.Node); err != nil {
+			return a, err
+		}
+		ns, _ := spec.Node(u.VRRP.Node)
+		var names []string
+		if ns.Keepalived != nil {
+			for _, in := range ns.Keepalived.VRRP {
+				names = append(names, in.Name)
+			}
+		}
+		if len(names) == 0 {
+			return a, fail(ff+".node", "%s runs no keepalived VRRP instance", u.VRRP.Node)
+		}
+		if !slices.Contains(names, u.VRRP.Instance) {
+			return a, fail(ff+".instance", "%q is not a VRRP instance of %s (%s)", u.VRRP.Instance, u.VRRP.Node, strings.Join(names, ", "))
+		}
+		st := lab.VRRPState(u.VRRP.State)
+		if !slices.Contains([]lab.VRRPState{lab.VRRPMaster, lab.VRRPBackup, lab.VRRPFault, lab.VRRPInit}, st) {
+			return a, fail(ff+".state", "%q: give MASTER, BACKUP, FAULT or INIT", u.VRRP.State)
+		}
+		c.VRRPNode, c.Instance, c.State = u.VRRP.Node, u.VRRP.Instance, st
 	case u.Synced != nil:
 		if err := node(f+".until.synced.node", u.Synced.Node); err != nil {
 			return a, err

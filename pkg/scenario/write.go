@@ -219,6 +219,8 @@ func marshalStep(st lab.Step) rawStep {
 			w.Within = a.Within.String()
 			c := a.Until
 			switch {
+			case c.VRRPNode != "":
+				w.Until = &rawCond{VRRP: &rawVRRPState{Node: c.VRRPNode, Instance: c.Instance, State: string(c.State)}}
 			case c.Synced != "":
 				w.Until = &rawCond{Synced: &rawSynced{Node: c.Synced}}
 			case c.NeighbourOf != "":

@@ -35,6 +35,8 @@ type Controller interface {
 	Exec(ctx context.Context, node string, argv []string) (status int, output string, err error)
 	// Fault sets how a node's web server answers.
 	Fault(ctx context.Context, node string, answer lab.WebAnswer) error
+	// VRRP reads the states of a node's keepalived VRRP instances.
+	VRRP(ctx context.Context, node string) (map[string]lab.VRRPState, error)
 }
 
 // pollEvery is how often a wait step looks at its condition.
@@ -439,6 +441,19 @@ func (v *Judge) waitUntil(ctx context.Context, c lab.Condition, within time.Dura
 // holds reports whether a condition holds now, and what is the case otherwise.
 func (v *Judge) holds(ctx context.Context, c lab.Condition) (bool, string, error) {
 	switch {
+	case c.VRRPNode != "":
+		if v.Control == nil {
+			return false, "", errors.New("this lab's processes cannot be asked from here")
+		}
+		states, err := v.Control.VRRP(ctx, c.VRRPNode)
+		if err != nil {
+			return false, "", err
+		}
+		got, ok := states[c.Instance]
+		if !ok {
+			return false, "", fmt.Errorf("%s's keepalived has no instance %s", c.VRRPNode, c.Instance)
+		}
+		return got == c.State, "it is " + string(got), nil
 	case c.Synced != "":
 		return v.synced(c.Synced)
 	case c.NeighbourOf != "":
