@@ -27,6 +27,8 @@ type Backend interface {
 	Exec(ctx context.Context, o ExecOptions) error
 	// IPVS prints a lab's director table as ipvsadm -Ln and ipvsadm-save -n do.
 	IPVS(ctx context.Context, o IPVSOptions) error
+	// Capture records an interface of a node: decoded lines or a pcap file.
+	Capture(ctx context.Context, o CaptureOptions) error
 	// Graph draws a running lab.
 	Graph(ctx context.Context, o GraphOptions) error
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running

@@ -148,6 +148,13 @@ func (b *sandboxBackend) IPVS(ctx context.Context, _ IPVSOptions) error {
 	return b.forward(ctx, false, nil)
 }
 
+func (b *sandboxBackend) Capture(ctx context.Context, o CaptureOptions) error {
+	if !sandbox.Running(b.dir) {
+		return fmt.Errorf("capture: node %s: %w", o.Node, errNoKernel)
+	}
+	return b.forward(ctx, false, nil)
+}
+
 func (b *sandboxBackend) Graph(ctx context.Context, o GraphOptions) error {
 	if !sandbox.Running(b.dir) {
 		return fmt.Errorf("lab %s: %w", o.Lab, errNoKernel)
