@@ -44,9 +44,11 @@ func captureWhile(send func(), args ...string) string {
 // macOf is the MAC of a node's interface.
 func macOf(lab, node, dev string) string {
 	GinkgoHelper()
-	out, _, code := lv("exec", "--lab", lab, node, "--", "cat", "/sys/class/net/"+dev+"/address")
+	out, _, code := lv("exec", "--lab", lab, node, "--", "ip", "-br", "link", "show", "dev", dev)
 	Expect(code).To(Equal(0))
-	return strings.TrimSpace(out)
+	f := strings.Fields(out) // eth1@if7 UP 02:42:...
+	Expect(len(f)).To(BeNumerically(">=", 3), out)
+	return f[2]
 }
 
 var _ = Describe("lvslab capture", Label("capture", "dr"), func() {

@@ -76,6 +76,7 @@ type VerifyOptions struct {
 	Driver lab.Driver
 	JSON   bool
 	JUnit  string // a file to write JUnit XML to
+	HTML   string // a file to write the HTML report to
 	Keep   bool   // keep the fresh lab built for a file
 	// AllowSkip exits 0 instead of 2 when checks were skipped and none failed.
 	AllowSkip bool

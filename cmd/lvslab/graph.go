@@ -112,7 +112,7 @@ func (a *app) writeGraph(g *graph.Graph, o GraphOptions) error {
 func (b *localBackend) Graph(_ context.Context, o GraphOptions) error {
 	l, err := findLab(o.Lab, "")
 	if err != nil {
-		return err
+		return fmt.Errorf("graph %s: no such file, and %w", o.Lab, err)
 	}
 	s, err := scenario.Parse(l.Scenario, []byte(l.Applied))
 	if err != nil {

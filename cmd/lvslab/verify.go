@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/xml"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lvslab/lvslab/pkg/apply"
+	"github.com/lvslab/lvslab/pkg/ipvsadm"
 	"github.com/lvslab/lvslab/pkg/lab"
+	htmlreport "github.com/lvslab/lvslab/pkg/report"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/verify"
 	"github.com/spf13/cobra"
@@ -21,7 +25,7 @@ func (a *app) verifyCommand() *cobra.Command {
 	var o VerifyOptions
 	var driver, runtime string
 	c := &cobra.Command{
-		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--keep] [--runtime netns|containerlab] [--reset-schedulers] SCENARIO|LAB",
+		Use:   "verify [--client go|curl] [--json] [--junit FILE] [--html FILE] [--keep] [--runtime netns|containerlab] [--reset-schedulers] SCENARIO|LAB",
 		Short: "run the checks a scenario declares; exit status 1 on any failure, 2 when some were skipped",
 		Long: `Run the checks a scenario declares: against a fresh lab of its own when given a
 scenario file (exact predictions need a director that has served nothing), or
@@ -58,6 +62,7 @@ lvslab apply, then lvslab verify --reset-schedulers.`,
 	c.Flags().StringVar(&driver, "client", string(lab.DriverGo), "HTTP driver: go (one process, fast) or curl (the real curl binary, as the lab uses)")
 	c.Flags().BoolVar(&o.JSON, "json", false, "print the results as JSON")
 	c.Flags().StringVar(&o.JUnit, "junit", "", "also write a JUnit XML report to this file")
+	c.Flags().StringVar(&o.HTML, "html", "", "also write a self-contained HTML report to this file (sequences, bar charts, ARP replies, the director's tables at the end)")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "keep the fresh lab built for a scenario file")
 	c.Flags().BoolVar(&o.AllowSkip, "allow-skip", false, "exit 0, not 2, when checks were skipped and none failed")
 	c.Flags().StringVar(&runtime, "runtime", string(lab.RuntimeNetns), "how a scenario file's fresh lab is made: netns or containerlab")
@@ -85,6 +90,11 @@ func verifyName(name string) string {
 // report runs the judge and prints its outcomes as asked.
 func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scenario, j *verify.Judge) error {
 	results := j.Run(ctx)
+	if o.HTML != "" {
+		if err := writeHTML(o.HTML, s, j, results); err != nil {
+			return err
+		}
+	}
 	if o.JUnit != "" {
 		if err := writeJUnit(o.JUnit, s.Name, j.Kernel, results); err != nil {
 			return err
@@ -100,6 +110,26 @@ func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scena
 		writeResults(w, j.Lab, s.File, j.Kernel, results)
 	}
 	return verdictStatus(results, o.AllowSkip)
+}
+
+// writeHTML writes the HTML report of a run, with the director's tables as
+// the run left them.
+func writeHTML(file string, s *scenario.Scenario, j *verify.Judge, results []verify.Outcome) error {
+	r := htmlreport.Report{Lab: j.Lab, Scenario: s.File, Kernel: j.Kernel.String(), At: time.Now(), Outcomes: results}
+	if d, ok := j.Nodes[j.Director]; ok {
+		var b strings.Builder
+		if t, err := apply.ReadTable(d); err == nil && ipvsadm.WriteList(&b, t) == nil {
+			r.Table = b.String()
+		}
+		if conns, err := verify.ReadConns(d); err == nil {
+			r.Conns = htmlreport.ConnTable(conns)
+		}
+	}
+	var b bytes.Buffer
+	if err := htmlreport.Write(&b, r); err != nil {
+		return err
+	}
+	return os.WriteFile(file, b.Bytes(), 0o644)
 }
 
 // Exit statuses of lvslab verify.
