@@ -14,6 +14,9 @@ SCENARIO ?= scenarios/nat-rr.yaml
 # keepalived, busybox (sh, basic commands, httpd).
 APT_PKGS := user-mode-linux kmod iproute2 ipvsadm curl iptables \
 	docker.io tcpdump arping keepalived busybox
+# What only the tests need: Debian's Chromium, which renders verify's HTML report
+# headless (without the packages it only recommends).
+TEST_PKGS := chromium
 # Every privileged test runs inside a fresh sandbox kernel, booted per test binary.
 SANDBOX  := $(BIN) sandbox run --
 REPORT   := $(CURDIR)/e2e/report
@@ -21,7 +24,7 @@ GINKGO_FLAGS_BASE := --randomize-all --fail-on-pending --fail-on-empty --keep-go
 GINKGO_FLAGS := $(GINKGO_FLAGS_BASE) --junit-report=$(REPORT)/junit.xml
 LABELS   ?=
 
-.PHONY: deps build lab-up lab-down test unit e2e privileged hostnft hosttest hostkernel stress engine hostsnap-before hostsnap-after bench fuzz clean
+.PHONY: deps testdeps report build lab-up lab-down test unit e2e privileged hostnft hosttest hostkernel stress engine hostsnap-before hostsnap-after bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -32,6 +35,15 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	$(GO) mod download
+
+testdeps:
+	@missing=""; for p in $(TEST_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing for the tests:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo devel)
 COMMIT   := $(shell git rev-parse HEAD 2>/dev/null)
@@ -51,7 +63,7 @@ lab-down: build
 # The host's network namespace is snapshotted before and compared after: lvslab
 # must touch nothing of the host's (addresses, routes, rules, net sysctls,
 # nft/iptables rulesets, /run/netns).
-test: deps build hostsnap-before unit privileged hostnft hosttest hostkernel e2e hostsnap-after
+test: deps testdeps build hostsnap-before unit report privileged hostnft hosttest hostkernel e2e hostsnap-after
 
 hostsnap-before:
 	@mkdir -p $(REPORT)
@@ -66,6 +78,13 @@ hostsnap-after:
 unit:
 	$(GO) vet ./...
 	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+# verify's HTML report in headless Chromium: it loads nothing but itself, shows
+# the checks' text, and its screenshot (e2e/report/report-screenshot.png) shows
+# the bar charts. Fails, not skips, without chromium.
+report:
+	@mkdir -p $(REPORT)
+	LVSLAB_REQUIRE_CHROMIUM=1 LVSLAB_REPORT_DIR=$(REPORT) $(GO) test -count=1 -run '^TestRenderInChromium$$' -v ./pkg/report/
 
 # Package tests that need root and a kernel with IPVS (namespaces, veth, netlink).
 # Firewall marks there must get the legacy iptables backend (no nftables ip family).

@@ -70,6 +70,23 @@ var _ = Describe("lvslab verify", Label("verify"), func() {
 		entries,
 	)
 
+	It("writes a self-contained HTML report with --html: the checks, the ARP replies with MACs, the director's tables", func() {
+		file := filepath.Join(GinkgoT().TempDir(), "report.html")
+		_, stderr, code := lv("verify", "--html", file, "scenarios/dr-arp-flux.yaml")
+		Expect(code).To(Equal(0), stderr)
+		b, err := os.ReadFile(file)
+		Expect(err).NotTo(HaveOccurred())
+		page := string(b)
+		k, err := verify.RunningKernel()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(page).To(ContainSubstring("<title>lvslab verify: dr-arp-flux-verify (passed)</title>"))
+		Expect(page).To(ContainSubstring("kernel <code>" + k.Release + "</code>"))
+		Expect(page).To(MatchRegexp(`<tr><td>director</td><td><code>[0-9a-f:]{17}</code></td></tr>`))
+		Expect(page).To(MatchRegexp(`(?s)<pre id="table">IP Virtual Server version .*TCP  203\.0\.113\.1:80 rr`))
+		Expect(page).To(ContainSubstring("IPVS connection entries"))
+		Expect(page).NotTo(MatchRegexp(`src=|href=|url\(`))
+	})
+
 	It("drives the real curl binary with --client curl", func(ctx context.Context) {
 		// A curl first on lvslab's PATH notes each run and runs the real one:
 		// the answers alone cannot tell curl's requests from the Go client's.

@@ -1,9 +1,11 @@
 package graph
 
 import (
+	"cmp"
 	"fmt"
 	"html"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -138,6 +140,7 @@ const (
 	gapX       = 90
 	gapY       = 28
 	margin     = 20
+	portGap    = 22 // between two links meeting one side of a box
 )
 
 type box struct {
@@ -146,11 +149,17 @@ type box struct {
 
 // WriteSVG writes g as a self-contained SVG picture (no font or style from
 // outside): one column per layer, links as lines labelled with their
-// interfaces.
+// interfaces, each link meeting a box at a point of its own.
 func (g *Graph) WriteSVG(w io.Writer) error {
 	layers := 0
 	for _, n := range g.Nodes {
 		layers = max(layers, n.Layer+1)
+	}
+	// A box is as tall as its text, or as its links need (a bridge's ports).
+	links := map[string]int{}
+	for _, e := range g.Edges {
+		links[e.A]++
+		links[e.B]++
 	}
 	size := map[string]box{}
 	colW := make([]float64, layers)
@@ -161,6 +170,7 @@ func (g *Graph) WriteSVG(w io.Writer) error {
 			text = max(text, len(l))
 		}
 		b := box{w: float64(text)*charWidth + 2*padX, h: float64(1+len(n.Lines))*lineHeight + 2*padY}
+		b.h = max(b.h, float64(links[n.Name])*portGap+padY)
 		size[n.Name] = b
 		colW[n.Layer] = max(colW[n.Layer], b.w)
 		if colH[n.Layer] > 0 {
@@ -190,41 +200,75 @@ func (g *Graph) WriteSVG(w io.Writer) error {
 		next[n.Layer] += b.h + gapY
 		size[n.Name] = b
 	}
+
+	// Where each link meets each of its boxes: on the side facing the other
+	// end (the right side for both ends within one column), the links of one
+	// side spread over it in the order of their other ends' heights.
+	type end struct {
+		edge  int
+		node  string
+		right bool
+		other float64 // the other end's centre, top to bottom
+	}
+	sides := map[string][]end{}
+	layerOf := map[string]int{}
+	for _, n := range g.Nodes {
+		layerOf[n.Name] = n.Layer
+	}
+	for i, e := range g.Edges {
+		a, b := size[e.A], size[e.B]
+		la, lb := layerOf[e.A], layerOf[e.B]
+		aRight, bRight := la < lb, lb < la
+		if la == lb {
+			aRight, bRight = true, true
+		}
+		sides[fmt.Sprint(e.A, aRight)] = append(sides[fmt.Sprint(e.A, aRight)], end{i, e.A, aRight, b.y + b.h/2})
+		sides[fmt.Sprint(e.B, bRight)] = append(sides[fmt.Sprint(e.B, bRight)], end{i, e.B, bRight, a.y + a.h/2})
+	}
+	type point struct{ x, y float64 }
+	at := map[[2]int]point{} // (edge, 0 for A or 1 for B)
+	for _, ends := range sides {
+		slices.SortStableFunc(ends, func(p, q end) int { return cmp.Compare(p.other, q.other) })
+		for k, en := range ends {
+			b := size[en.node]
+			px := b.x
+			if en.right {
+				px = b.x + b.w
+			}
+			py := b.y + b.h*float64(k+1)/float64(len(ends)+1)
+			which := 0 // the link's A end, or its B end
+			if g.Edges[en.edge].A != en.node {
+				which = 1
+			}
+			at[[2]int{en.edge, which}] = point{px, py}
+		}
+	}
+
 	var s strings.Builder
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="monospace" font-size="%d">`+"\n",
 		width, height+2*margin+20, width, height+2*margin+20, fontSize)
 	fmt.Fprintf(&s, `<title>%s</title>`+"\n", html.EscapeString(g.Name))
 	fmt.Fprintf(&s, `<rect width="100%%" height="100%%" fill="#ffffff"/>`+"\n")
 	fmt.Fprintf(&s, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", margin, margin+4, html.EscapeString(g.Name))
-	for _, e := range g.Edges {
-		a, b := size[e.A], size[e.B]
-		ax, ay := a.x+a.w/2, a.y+a.h/2
-		bx, by := b.x+b.w/2, b.y+b.h/2
-		// From the side of each box that faces the other.
-		switch {
-		case a.x+a.w < b.x:
-			ax, bx = a.x+a.w, b.x
-		case b.x+b.w < a.x:
-			ax, bx = a.x, b.x+b.w
-		default: // one column: down one box's side and into the other's
-			ax, bx = a.x+a.w, b.x+b.w
+	label := func(p point, toRight bool, text string) {
+		anchor, dx := "start", 4.0
+		if !toRight {
+			anchor, dx = "end", -4
 		}
-		if ax == bx || (a.x+a.w >= b.x && b.x+b.w >= a.x) {
-			c := ax + 40
-			fmt.Fprintf(&s, `<path d="M%.1f %.1f C%.1f %.1f %.1f %.1f %.1f %.1f" fill="none" stroke="#475569" stroke-width="1.5"/>`+"\n", ax, ay, c, ay, c, by, bx, by)
-		} else {
-			fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#475569" stroke-width="1.5"/>`+"\n", ax, ay, bx, by)
+		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" text-anchor="%s" font-size="10" fill="#334155">%s</text>`+"\n", p.x+dx, p.y-4, anchor, html.EscapeString(text))
+	}
+	for i, e := range g.Edges {
+		a, b := at[[2]int{i, 0}], at[[2]int{i, 1}]
+		if layerOf[e.A] == layerOf[e.B] {
+			c := max(a.x, b.x) + 40
+			fmt.Fprintf(&s, `<path d="M%.1f %.1f C%.1f %.1f %.1f %.1f %.1f %.1f" fill="none" stroke="#475569" stroke-width="1.5"/>`+"\n", a.x, a.y, c, a.y, c, b.y, b.x, b.y)
+			label(a, true, e.AIface)
+			label(b, true, e.BIface)
+			continue
 		}
-		label := func(x, y float64, anchor, text string) {
-			fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" text-anchor="%s" font-size="10" fill="#334155">%s</text>`+"\n", x, y, anchor, html.EscapeString(text))
-		}
-		anchorA, anchorB := "start", "end"
-		dxA, dxB := 4.0, -4.0
-		if ax > bx {
-			anchorA, anchorB, dxA, dxB = "end", "start", -4, 4
-		}
-		label(ax+dxA, ay-4, anchorA, e.AIface)
-		label(bx+dxB, by-4, anchorB, e.BIface)
+		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#475569" stroke-width="1.5"/>`+"\n", a.x, a.y, b.x, b.y)
+		label(a, a.x < b.x, e.AIface)
+		label(b, b.x < a.x, e.BIface)
 	}
 	style := map[Role][2]string{RoleClient: {"#fff7d6", "#b08900"}, RoleDirector: {"#dbeafe", "#1d4ed8"},
 		RoleRealServer: {"#dcfce7", "#15803d"}, RoleBridge: {"#f1f5f9", "#64748b"}, RoleHost: {"#ffffff", "#334155"}}
@@ -233,13 +277,17 @@ func (g *Graph) WriteSVG(w io.Writer) error {
 		st := style[n.Role]
 		rx := 6.0
 		if n.Role == RoleBridge {
-			rx = b.h / 2
+			rx = min(b.h, b.w) / 2
 		}
 		fmt.Fprintf(&s, `<g><rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" rx="%.1f" fill="%s" stroke="%s" stroke-width="1.5"/>`+"\n", b.x, b.y, b.w, b.h, rx, st[0], st[1])
 		title := n.Name + n.roleNote()
-		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", b.x+padX, b.y+padY+fontSize, html.EscapeString(title))
+		ty := b.y + padY + fontSize
+		if len(n.Lines) == 0 {
+			ty = b.y + b.h/2 + fontSize/2 - 2 // a name alone, in the middle
+		}
+		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" font-weight="bold">%s</text>`+"\n", b.x+padX, ty, html.EscapeString(title))
 		for i, l := range n.Lines {
-			fmt.Fprintf(&s, `<text x="%.1f" y="%.1f">%s</text>`+"\n", b.x+padX, b.y+padY+fontSize+float64(i+1)*lineHeight, html.EscapeString(l))
+			fmt.Fprintf(&s, `<text x="%.1f" y="%.1f">%s</text>`+"\n", b.x+padX, ty+float64(i+1)*lineHeight, html.EscapeString(l))
 		}
 		s.WriteString("</g>\n")
 	}
