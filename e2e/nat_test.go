@@ -2,15 +2,18 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
@@ -107,6 +110,30 @@ var _ = Describe("LVS-NAT with round robin", Ordered, Label("nat"), func() {
 		Expect(out).To(MatchRegexp(`TCP  203\.0\.113\.1:80 rr\n`))
 		Expect(out).To(MatchRegexp(`  -> 198\.51\.100\.11:80 +Masq +1 +0 +\d+`))
 		Expect(out).To(ContainSubstring("process webd"))
+	})
+
+	It("prints status and the table as JSON that the published schemas describe", func() {
+		out, stderr, code := lv("status", "--json", "nat-rr")
+		Expect(code).To(Equal(0), stderr)
+		Expect(schemas.Validate("status.schema.json", []byte(out))).To(Succeed())
+		var labs []jsonview.Lab
+		Expect(json.Unmarshal([]byte(out), &labs)).To(Succeed())
+		Expect(labs).To(HaveLen(1))
+		Expect(labs[0].Name).To(Equal("nat-rr"))
+		Expect(labs[0].Director).To(Equal("director"))
+		d := labs[0].Nodes[slices.IndexFunc(labs[0].Nodes, func(n jsonview.Node) bool { return n.Name == "director" })]
+		Expect(d.Addresses).To(Equal([]string{"eth1 203.0.113.1/24", "eth2 198.51.100.1/24"}))
+		Expect(labs[0].IPVS.Services).To(HaveLen(1))
+
+		out, stderr, code = lv("ipvs", "--json", "nat-rr")
+		Expect(code).To(Equal(0), stderr)
+		Expect(schemas.Validate("ipvs.schema.json", []byte(out))).To(Succeed())
+		var t jsonview.Table
+		Expect(json.Unmarshal([]byte(out), &t)).To(Succeed())
+		Expect(t.Services[0].Key).To(Equal("tcp:203.0.113.1:80"))
+		Expect(t.Services[0].Scheduler).To(Equal("rr"))
+		Expect(t.Services[0].Servers).To(HaveLen(2))
+		Expect(t.Services[0].Servers[0].Method).To(Equal("nat"))
 	})
 
 	It("draws the running lab with lvslab graph, as its scenario file is drawn", func() {

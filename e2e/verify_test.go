@@ -19,6 +19,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
@@ -26,8 +27,19 @@ func verifyJSON(args ...string) ([]verify.Outcome, string, int) {
 	out, stderr, code := lv(append([]string{"verify", "--json"}, args...)...)
 	var results []verify.Outcome
 	Expect(json.Unmarshal([]byte(out), &results)).To(Succeed(), "stdout: %s\nstderr: %s", out, stderr)
+	// Every verify --json of the suite is what the published schema says.
+	Expect(schemas.Validate("verify.schema.json", []byte(out))).To(Succeed())
 	return results, stderr, code
 }
+
+// schemas checks lvslab's JSON output against its published schemas.
+var schemas = func() *jsonview.Validator {
+	v, err := jsonview.NewValidator()
+	if err != nil {
+		panic(err)
+	}
+	return v
+}()
 
 // verifiedInHA are the shipped scenarios the HA specs (ha_test.go) run with
 // lvslab verify, every check required to pass as here.

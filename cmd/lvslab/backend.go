@@ -22,7 +22,7 @@ type Backend interface {
 	// that is not up is not an error.
 	Down(ctx context.Context, labs []string) error
 	// Status prints the named labs (every lab when none is named).
-	Status(ctx context.Context, labs []string) error
+	Status(ctx context.Context, o StatusOptions) error
 	// Exec runs a command in a node; its exit status comes back as errExit.
 	Exec(ctx context.Context, o ExecOptions) error
 	// IPVS prints a lab's director table as ipvsadm -Ln and ipvsadm-save -n do.
@@ -68,6 +68,13 @@ type ExecOptions struct {
 type IPVSOptions struct {
 	Lab        string
 	List, Save bool
+	JSON       bool // jsonview.Table, as ipvs.schema.json describes it
+}
+
+// StatusOptions are lvslab status's.
+type StatusOptions struct {
+	Labs []string // every lab when empty
+	JSON bool     // []jsonview.Lab, as status.schema.json describes it
 }
 
 // VerifyOptions are lvslab verify's.

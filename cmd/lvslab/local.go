@@ -17,6 +17,7 @@ import (
 	"github.com/lvslab/lvslab/pkg/engine"
 	"github.com/lvslab/lvslab/pkg/image"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/runner"
 	"github.com/lvslab/lvslab/pkg/scenario"
@@ -139,24 +140,41 @@ func (b *localBackend) Down(ctx context.Context, labs []string) error {
 	return errors.Join(errs...)
 }
 
-func (b *localBackend) Status(_ context.Context, labs []string) error {
+func (b *localBackend) Status(_ context.Context, o StatusOptions) error {
 	names, err := store().List()
 	if err != nil {
 		return err
 	}
 	shown := 0
+	views := []jsonview.Lab{}
 	for _, name := range names {
-		if len(labs) > 0 && !slices.Contains(labs, name) {
+		if len(o.Labs) > 0 && !slices.Contains(o.Labs, name) {
 			continue
 		}
 		l, err := store().Load(name)
 		if err != nil {
 			return err
 		}
+		shown++
+		if o.JSON {
+			v, err := statusJSON(l)
+			if err != nil {
+				return err
+			}
+			views = append(views, v)
+			continue
+		}
 		if err := writeStatus(b.app.stdout, l); err != nil {
 			return err
 		}
-		shown++
+	}
+	if o.JSON {
+		out, err := jsonview.Marshal(views)
+		if err != nil {
+			return err
+		}
+		_, err = b.app.stdout.Write(out)
+		return err
 	}
 	if shown == 0 {
 		fmt.Fprintln(b.app.stdout, "no labs")
@@ -246,6 +264,14 @@ func (b *localBackend) IPVS(_ context.Context, o IPVSOptions) error {
 		return err
 	}
 	w := b.app.stdout
+	if o.JSON {
+		out, err := jsonview.Marshal(jsonview.FromTable(t))
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(out)
+		return err
+	}
 	both := o.List == o.Save
 	if o.List || both {
 		if err := ipvsadm.WriteList(w, t); err != nil {

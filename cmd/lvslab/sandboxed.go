@@ -117,8 +117,15 @@ func (b *sandboxBackend) Down(ctx context.Context, _ []string) error {
 	return errors.Join(b.forward(ctx, false, nil), b.stopIfEmpty(ctx))
 }
 
-func (b *sandboxBackend) Status(ctx context.Context, _ []string) error {
+func (b *sandboxBackend) Status(ctx context.Context, o StatusOptions) error {
 	labs, running := b.labs(ctx)
+	if o.JSON {
+		if !running {
+			fmt.Fprintln(b.app.stdout, "[]")
+			return nil
+		}
+		return b.forward(ctx, false, nil)
+	}
 	if !running {
 		fmt.Fprintln(b.app.stdout, "no labs")
 		return nil

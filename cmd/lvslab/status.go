@@ -8,6 +8,7 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/spf13/cobra"
 )
@@ -62,11 +63,45 @@ func writeStatus(w io.Writer, l *state.Lab) error {
 }
 
 func (a *app) statusCommand() *cobra.Command {
-	return labCommand(&cobra.Command{
-		Use:   "status [LAB...]",
+	var o StatusOptions
+	c := &cobra.Command{
+		Use:   "status [--json] [LAB...]",
 		Short: "labs, nodes, namespaces, addresses, processes and the director's table",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.backend.Status(cmd.Context(), args)
+			o.Labs = args
+			return a.backend.Status(cmd.Context(), o)
 		},
-	})
+	}
+	c.Flags().BoolVar(&o.JSON, "json", false, "print the labs as JSON (lvslab's status.schema.json)")
+	return labCommand(c)
+}
+
+// statusJSON is a lab's JSON view: its nodes with their addresses as the
+// kernel has them, its processes, the director's table.
+func statusJSON(l *state.Lab) (jsonview.Lab, error) {
+	v := jsonview.Lab{Name: l.Name, Runtime: string(l.Runtime), Scenario: l.Scenario, Topology: l.Topology, Director: l.Director,
+		Nodes: []jsonview.Node{}, Processes: []jsonview.Process{}}
+	nodes := l.Handles()
+	for _, n := range l.Nodes {
+		jn := jsonview.Node{Name: n.Name, Kind: n.Kind, Namespace: n.Namespace, Addresses: []string{}}
+		if n.Namespace != "" {
+			addrs, err := nodes[n.Name].Addresses()
+			if err != nil {
+				return v, err
+			}
+			jn.Addresses = append(jn.Addresses, addrs...)
+		}
+		v.Nodes = append(v.Nodes, jn)
+	}
+	for _, p := range l.Processes {
+		v.Processes = append(v.Processes, jsonview.Process{Role: p.Role, Node: p.Node, Pid: p.Pid, Running: p.Alive()})
+	}
+	if l.Director != "" {
+		t, err := apply.ReadTable(nodes[l.Director])
+		if err != nil {
+			return v, err
+		}
+		v.IPVS = jsonview.FromTable(t)
+	}
+	return v, nil
 }
