@@ -29,6 +29,8 @@ type Backend interface {
 	IPVS(ctx context.Context, o IPVSOptions) error
 	// Capture records an interface of a node: decoded lines or a pcap file.
 	Capture(ctx context.Context, o CaptureOptions) error
+	// Forward listens on this host and makes each connection from inside a node.
+	Forward(ctx context.Context, o ForwardOptions) error
 	// Graph draws a running lab.
 	Graph(ctx context.Context, o GraphOptions) error
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running

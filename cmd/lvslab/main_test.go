@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/lvslab/lvslab/internal/clitest"
 	"github.com/lvslab/lvslab/pkg/lab"
@@ -113,6 +118,7 @@ func TestKeptSandboxLab(t *testing.T) {
 	if _, err := os.Stat("/run/netns/clab-nat-rr-client"); err == nil {
 		t.Error("the lab's namespaces must live in the sandbox kernel, not on the host")
 	}
+	forwardToLab(t, bin)
 	if _, stderr, code := lv(t, bin, "down"); code != 0 {
 		t.Fatalf("down: %s", stderr)
 	}
@@ -289,4 +295,78 @@ func TestRefusesLabThatDoesNotFit(t *testing.T) {
 		t.Fatalf("down: %s", stderr)
 	}
 	waitNoUML(t)
+}
+
+// forwardToLab runs lvslab forward on the host into the sandbox's NAT lab: a
+// Go client's requests to the forwarded port, and headless Chromium's
+// reloads, alternate between web1 and web2 (round robin), each a connection
+// of its own from the client node.
+func forwardToLab(t *testing.T, bin clitest.CLI) {
+	t.Helper()
+	cmd := exec.Command(bin.Bin, "forward", "0", "client", "203.0.113.1:80")
+	cmd.Dir, cmd.Env = bin.Dir, bin.Env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stderr).ReadString('\n')
+	m := regexp.MustCompile(`^forwarding (127\.0\.0\.1:\d+) to 203\.0\.113\.1:80 from client`).FindStringSubmatch(line)
+	if err != nil || m == nil {
+		t.Fatalf("forward said %q (%v)", line, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	url := "http://" + m[1] + "/"
+	var seq []string
+	for range 4 {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seq = append(seq, strings.TrimSpace(string(b)))
+	}
+	if seq[0] == seq[1] || seq[0] != seq[2] || seq[1] != seq[3] || !strings.HasPrefix(seq[0], "web") {
+		t.Errorf("through the forwarded port: %v, not alternating", seq)
+	}
+	t.Logf("Go client through %s: %v", m[1], seq)
+
+	browser, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("LVSLAB_REQUIRE_CHROMIUM") != "" {
+			t.Fatal("no chromium, and LVSLAB_REQUIRE_CHROMIUM is set")
+		}
+		t.Log("no chromium: the browser part is skipped")
+		return
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var shown []string
+	for range 4 {
+		if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("server"))); err != nil {
+			t.Fatal(err)
+		}
+		text, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("server")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shown = append(shown, text)
+	}
+	if shown[0] == shown[1] || shown[0] != shown[2] || shown[1] != shown[3] {
+		t.Errorf("Chromium's reloads showed %v, not alternating", shown)
+	}
+	t.Logf("Chromium's reloads through %s: %v", m[1], shown)
 }

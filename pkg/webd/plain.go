@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +39,9 @@ type plainSite struct {
 	ok   []byte // the 200 answer under the current date
 	head []byte // the same without its body, for HEAD
 	date string
+	// html is the answer to a browser (Accept: text/html), under htmlDate.
+	html     []byte
+	htmlDate string
 }
 
 // plainConn is a connection waiting for its request or for room to write.
@@ -275,7 +280,27 @@ func (s *plainServer) answer(c *plainConn) (complete bool, answer []byte) {
 	if req.Method == http.MethodHead {
 		return true, site.head
 	}
+	if strings.Contains(req.Header.Get("Accept"), "text/html") {
+		return true, site.page(s.date)
+	}
 	return true, site.ok
+}
+
+// page is the answer to a browser: the node's name as an HTML page that asks
+// for no icon, so that one reload is one connection and round robin shows
+// (a browser asks for /favicon.ico on a connection of its own, which would
+// take every other turn).
+func (site *plainSite) page(date string) []byte {
+	if site.html == nil || site.htmlDate != date {
+		name := html.EscapeString(site.name)
+		body := `<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>` + name +
+			`</title></head><body><h1 id="server">` + name + `</h1><p>served by ` + name + ` (lvslab)</p></body></html>` + "\n"
+		site.html = []byte("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) +
+			"\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nDate: " + date +
+			"\r\nX-Served-By: " + site.name + "\r\nConnection: close\r\n\r\n" + body)
+		site.htmlDate = date
+	}
+	return site.html
 }
 
 var errNotTCP = errors.New("not a TCP listener")

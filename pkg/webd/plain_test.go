@@ -76,6 +76,12 @@ func TestPlainAnswers(t *testing.T) {
 		t.Fatalf("POST answered %q", post)
 	}
 
+	page := exchange(t, addr, "GET / HTTP/1.1\r\nHost: x\r\nAccept: text/html,application/xhtml+xml,*/*;q=0.8\r\n\r\n")
+	if !strings.Contains(page, "Content-Type: text/html; charset=utf-8\r\n") || !strings.Contains(page, `<link rel="icon" href="data:,">`) ||
+		!strings.Contains(page, `<h1 id="server">web1</h1>`) || !strings.Contains(page, "X-Served-By: web1\r\n") {
+		t.Fatalf("a browser's GET answered %q", page)
+	}
+
 	bad := exchange(t, addr, "NOT HTTP\r\n\r\n")
 	if !strings.HasPrefix(bad, "HTTP/1.1 400 Bad Request\r\n") {
 		t.Fatalf("garbage answered %q", bad)
