@@ -67,6 +67,14 @@ var _ = Describe("lvslab capture", Label("capture", "dr"), func() {
 		Expect(arp).To(MatchRegexp(`(?m)^\d+\.\d{6} in  %s > %s ARP 203\.0\.113\.1 is-at %s$`, director, client, director))
 		Expect(arp).NotTo(ContainSubstring("is-at " + web1))
 
+		// One command line: the capture runs arping in the node once its socket is open.
+		lv("exec", "--lab", "cap-dr", "client", "--", "ip", "neigh", "flush", "dev", "eth1")
+		one, stderr, code := lv("capture", "--lab", "cap-dr", "client", "eth1", "--filter", "arp", "--timeout", "10s",
+			"--", "arping", "-c", "1", "-w", "1", "-i", "eth1", "203.0.113.1")
+		Expect(code).To(Equal(0), stderr)
+		Expect(one).To(MatchRegexp(`(?m)^\d+\.\d{6} out %s > ff:ff:ff:ff:ff:ff ARP who-has 203\.0\.113\.1 tell 203\.0\.113\.10$`, client))
+		Expect(one).To(MatchRegexp(`(?m)^\d+\.\d{6} in  %s > %s ARP 203\.0\.113\.1 is-at %s$`, director, client, director))
+
 		syn := captureWhile(func() {
 			lv("exec", "--lab", "cap-dr", "client", "--", "curl", "-s", "-o", "/dev/null", "--max-time", "2", "http://203.0.113.1/")
 		}, "--lab", "cap-dr", "web1", "eth1", "--filter", "tcp and dst port 80", "-c", "1")

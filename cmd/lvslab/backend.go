@@ -31,6 +31,8 @@ type Backend interface {
 	Capture(ctx context.Context, o CaptureOptions) error
 	// Forward listens on this host and makes each connection from inside a node.
 	Forward(ctx context.Context, o ForwardOptions) error
+	// Grade scores running labs by a scenario's checks.
+	Grade(ctx context.Context, o GradeOptions) error
 	// Graph draws a running lab.
 	Graph(ctx context.Context, o GraphOptions) error
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running

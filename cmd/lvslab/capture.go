@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 
 	"github.com/lvslab/lvslab/pkg/capture"
@@ -21,12 +23,15 @@ type CaptureOptions struct {
 	Timeout time.Duration
 	Filter  string
 	Write   string // a pcap file; "" prints a line per frame
+	// While is a command run in the node once the capture has begun; the
+	// capture ends a moment after it exits (its output goes to stderr).
+	While []string
 }
 
 func (a *app) captureCommand() *cobra.Command {
 	var o CaptureOptions
 	c := &cobra.Command{
-		Use:   "capture [--lab LAB] NODE IFACE [-c N] [--filter EXPR] [--timeout D] [-w FILE.pcap]",
+		Use:   "capture [--lab LAB] NODE IFACE [-c N] [--filter EXPR] [--timeout D] [-w FILE.pcap] [-- COMMAND...]",
 		Short: "capture an interface's frames in a node: a pcap file, or one decoded line per frame",
 		Long: `Capture the frames through one interface of a node, from an AF_PACKET socket
 in the node's namespace (no tcpdump needed). With -w, write them as a pcap
@@ -38,12 +43,21 @@ The filter is a part of tcpdump's language, read by lvslab: arp, ip, ip6, tcp,
 udp, icmp, ipip, [src|dst] host ADDR, [src|dst] port N, ether [src|dst] host
 MAC, joined by not, and, or and parentheses. The capture ends after -c frames,
 after --timeout, or on Ctrl-C. "capturing on NODE IFACE" on standard error says
-when the socket is open.`,
-		Example: "  lvslab capture client eth1 --filter arp -c 2\n" +
+when the socket is open. With a COMMAND after --, lvslab runs it in the node
+once the socket is open (its output on standard error) and ends the capture
+half a second after it exits: one command line captures an exchange.`,
+		Example: "  lvslab capture client eth1 --filter arp -- arping -c 1 -i eth1 203.0.113.1\n" +
+			"  lvslab capture client eth1 --filter arp -c 2\n" +
 			"  lvslab capture web1 eth1 --filter 'tcp and port 80' -c 10 -w dr.pcap",
-		Args: exactArgs(2, "a node and one of its interfaces"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.ArgsLenAtDash()
+			if (dash < 0 && len(args) != 2) || (dash >= 0 && (dash != 2 || len(args) == 2)) {
+				return usageError{errors.New("capture: give a node and one of its interfaces, and after -- a command if any")}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Node, o.Dev = args[0], args[1]
+			o.Node, o.Dev, o.While = args[0], args[1], args[2:]
 			if o.Filter != "" {
 				if _, err := capture.ParseFilter(o.Filter); err != nil {
 					return usageError{fmt.Errorf("--filter: %w", err)}
@@ -62,6 +76,9 @@ when the socket is open.`,
 	c.Flags().StringVarP(&o.Write, "write", "w", "", "write a pcap file instead of decoded lines")
 	return labCommand(c)
 }
+
+// whileGrace is how long a capture goes on after its command exits.
+const whileGrace = 500 * time.Millisecond
 
 func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 	l, err := findLab(o.Lab, o.Node)
@@ -109,6 +126,23 @@ func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 		}
 	}
 	b.app.logf("capturing on %s %s\n", o.Node, o.Dev)
+	if len(o.While) > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		quiet := *b.app
+		quiet.stdout = b.app.stderr // the command's output must not mix with the frames
+		go func() {
+			if err := (&localBackend{app: &quiet}).Exec(ctx, ExecOptions{Lab: l.Name, Node: o.Node, Argv: o.While}); err != nil {
+				b.app.logf("%s: %v\n", strings.Join(o.While, " "), err)
+			}
+			select {
+			case <-time.After(whileGrace): // the last answers arrive
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+	}
 	err = s.Run(ctx, opts, each)
 	b.app.logf("%d frames\n", frames)
 	return err

@@ -54,6 +54,10 @@ type Check struct {
 	// model's prediction is compared as counts.
 	Concurrency int
 	Expect      Expect
+	// Points is what the check is worth when lvslab grade grades a lab
+	// (1 when not given); Hint is shown to a student whose lab fails it.
+	Points int
+	Hint   string
 }
 
 // Kind names what the check sends.

@@ -5,9 +5,11 @@
 package runner
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -383,25 +385,87 @@ func restartNodes(previous *lab.Spec, next lab.Spec, running []state.Process) []
 
 // WaitWeb waits until each web server accepts a connection inside its own node.
 func WaitWeb(ctx context.Context, nodes map[string]node.Node, spec lab.Spec) error {
+	ctx, cancel := context.WithTimeout(ctx, webWithin)
+	defer cancel()
 	for _, ns := range spec.Nodes {
 		if ns.Web == nil {
 			continue
 		}
-		for _, port := range append(ns.Web.HTTP, ns.Web.HTTPS...) {
+		// The sockets are lvslab's, open before the web server starts: a
+		// connection is taken even before it runs. An answer says it does.
+		var probes []func() error
+		for _, port := range ns.Web.HTTP {
 			addr := fmt.Sprintf("127.0.0.1:%d", port)
-			err := nodes[ns.Name].Do(func() error {
-				c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+			probes = append(probes, func() error { return probeHTTP(ctx, addr) })
+		}
+		for _, port := range ns.Web.HTTPS {
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			probes = append(probes, func() error {
+				c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 				if err == nil {
 					c.Close()
 				}
 				return err
 			})
-			if err != nil {
-				return fmt.Errorf("%s: %s: %w", ns.Name, addr, err)
+		}
+		for _, port := range ns.Web.UDP {
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			probes = append(probes, func() error { return probeUDP(ctx, addr) })
+		}
+		for _, probe := range probes {
+			for {
+				err := nodes[ns.Name].Do(probe)
+				if err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("%s: no answer within %v: %w", ns.Name, webWithin, err)
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// webWithin bounds how long a lab's web servers may take to answer.
+const webWithin = 20 * time.Second
+
+// probeHTTP asks a web server for / and reads its status line.
+func probeHTTP(ctx context.Context, addr string) error {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, "HEAD / HTTP/1.0\r\n\r\n"); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "HTTP/1.") {
+		return fmt.Errorf("%s answered %q", addr, line)
+	}
+	return nil
+}
+
+// probeUDP sends a datagram to a web server's UDP port and waits for its answer.
+func probeUDP(ctx context.Context, addr string) error {
+	c, err := (&net.Dialer{}).DialContext(ctx, "udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := io.WriteString(c, "ready?\n"); err != nil {
+		return err
+	}
+	_, err = c.Read(make([]byte, 512))
+	return err
 }
 
 // Down removes a lab: it stops every process in the lab's namespaces (recorded

@@ -18,6 +18,8 @@ type rawCheck struct {
 	ARP     *rawARP   `yaml:"arp,omitempty"`
 	Sources int       `yaml:"sources,omitempty"`
 	Expect  rawExpect `yaml:"expect,omitempty"`
+	Points  *int      `yaml:"points,omitempty"`
+	Hint    string    `yaml:"hint,omitempty"`
 }
 
 type rawHTTP struct {
@@ -50,7 +52,13 @@ type rawExpect struct {
 const maxHold = 1000
 
 func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Check, error) {
-	c := lab.Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1"}
+	c := lab.Check{Name: rc.Name, From: rc.From, Sources: rc.Sources, Dev: "eth1", Points: 1, Hint: rc.Hint}
+	if rc.Points != nil {
+		if *rc.Points < 0 || *rc.Points > 1000 {
+			return c, fail(field+".points", "%d is out of range (0..1000)", *rc.Points)
+		}
+		c.Points = *rc.Points
+	}
 	if c.Name == "" {
 		return c, fail(field+".name", "missing (what the check shows, in a few words)")
 	}

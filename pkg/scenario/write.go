@@ -147,7 +147,11 @@ func marshalService(svc lab.Service) rawService {
 }
 
 func marshalCheck(c lab.Check) rawCheck {
-	rc := rawCheck{Name: c.Name, From: c.From, Sources: c.Sources}
+	rc := rawCheck{Name: c.Name, From: c.From, Sources: c.Sources, Hint: c.Hint}
+	if c.Points != 1 {
+		p := c.Points
+		rc.Points = &p
+	}
 	switch c.Kind() {
 	case lab.CheckHTTP:
 		rc.HTTP = &rawHTTP{URL: c.HTTP, Requests: c.Requests, Hold: c.Hold, Concurrency: c.Concurrency}

@@ -122,7 +122,10 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 	var dst netip.AddrPort
 	var why string
 	lost := false // the kernel has gone where the model did not follow
-	if c.Expect.Model {
+	// Every check that sends to a service feeds its model, so that a later
+	// check judged by the model knows the connections of those that were not
+	// (a grading scenario counts first, then judges a sequence).
+	if c.Kind() != lab.CheckARP {
 		m, svc, dst, why, lost = v.prepare(c)
 	}
 	var r Outcome
@@ -194,6 +197,12 @@ func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
 		errs = append(errs, got.Errors...)
 	}
 	var pred []string
+	if m != nil && !c.Expect.Model && c.Concurrency > 1 && !svc.Scheduler.OrderFree() {
+		// Connections in flight at once reach the scheduler in an order
+		// the model cannot know, and this scheduler's choice depends on it.
+		delete(v.models, svc.Key())
+		m = nil
+	}
 	if m != nil {
 		m.sim.Proto = lab.TCP
 		if c.Kind() == lab.CheckUDP {

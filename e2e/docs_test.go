@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/lvslab/lvslab/internal/clitest"
+)
+
+// A guide's console block: "$ lvslab ..." lines, each followed by the output
+// it gives (standard output, then standard error, as a terminal shows them).
+type guideCommand struct {
+	line   int      // where the command is in the guide
+	argv   []string // without the leading lvslab
+	output []string // the guide's lines
+}
+
+// readGuide finds the commands of a guide's ```console blocks.
+func readGuide(file string) ([]string, []guideCommand) {
+	b, err := os.ReadFile(file)
+	Expect(err).NotTo(HaveOccurred())
+	lines := strings.Split(string(b), "\n")
+	var cmds []guideCommand
+	in := false
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "```console"):
+			in = true
+		case in && strings.HasPrefix(l, "```"):
+			in = false
+		case in && strings.HasPrefix(l, "$ "):
+			words := splitWords(strings.TrimPrefix(l, "$ "))
+			Expect(words[0]).To(Equal("lvslab"), "%s:%d: a guide's commands are lvslab's", file, i+1)
+			cmds = append(cmds, guideCommand{line: i, argv: words[1:]})
+		case in && len(cmds) > 0:
+			cmds[len(cmds)-1].output = append(cmds[len(cmds)-1].output, l)
+		}
+	}
+	return lines, cmds
+}
+
+// splitWords splits a command line as a shell does for the guides' commands:
+// blanks separate words, and single quotes keep a word whole.
+func splitWords(s string) []string {
+	var words []string
+	var w strings.Builder
+	quoted, has := false, false
+	for _, r := range s {
+		switch {
+		case r == '\'':
+			quoted, has = !quoted, true
+		case r == ' ' && !quoted:
+			if has {
+				words = append(words, w.String())
+				w.Reset()
+				has = false
+			}
+		default:
+			w.WriteRune(r)
+			has = true
+		}
+	}
+	if has {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// What changes from run to run: MAC addresses, timings, a client's ports,
+// the connection table's expiry, a capture's timestamps.
+var volatile = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`\b([0-9a-f]{2}:){5}[0-9a-f]{2}\b`), "<mac>"},
+	{regexp.MustCompile(`(?m)^\d+\.\d{6} `), "<t> "},
+	{regexp.MustCompile(`\b\d+(\.\d+)?(µs|ms|s)\b`), "<time>"},
+	{regexp.MustCompile(`time=[0-9.]+ (usec|msec|sec)`), "time=<time>"},
+	{regexp.MustCompile(`= [0-9./]+ ms`), "= <times> ms"},
+	{regexp.MustCompile(`:(102[4-9]|10[3-9]\d|1[1-9]\d\d|[2-9]\d\d\d|[1-6]\d{4})\b`), ":<port>"},
+	{regexp.MustCompile(`\b\d\d:\d\d\b`), "<mm:ss>"},
+	{regexp.MustCompile(`pid \d+`), "pid <n>"},
+}
+
+func sortedLines(s string) string {
+	l := strings.Split(s, "\n")
+	slices.Sort(l)
+	return strings.Join(l, "\n")
+}
+
+func normalize(lines []string) string {
+	s := strings.TrimRight(strings.Join(lines, "\n"), "\n ")
+	for _, v := range volatile {
+		s = v.re.ReplaceAllString(s, v.with)
+	}
+	return s
+}
+
+// The guides under docs/en and docs/zh, run command by command on a lab of
+// their own: each command's output must be what the guide shows, but for
+// what changes from run to run. LVSLAB_DOCS_UPDATE=1 writes the outputs of
+// this run into the guides instead (make docs).
+var _ = Describe("The guides", Label("docs"), func() {
+	root, err := clitest.Repo()
+	if err != nil {
+		panic(err)
+	}
+	guides, _ := filepath.Glob(filepath.Join(root, "docs", "*", "*.md"))
+	var entries []TableEntry
+	for _, g := range guides {
+		rel, _ := filepath.Rel(root, g)
+		entries = append(entries, Entry(rel, g))
+	}
+	DescribeTable("show what lvslab prints for each of their commands",
+		func(file string) {
+			lines, cmds := readGuide(file)
+			Expect(cmds).NotTo(BeEmpty(), "%s has no console block", file)
+			update := os.Getenv("LVSLAB_DOCS_UPDATE") != ""
+			DeferCleanup(func() {
+				// A guide brings its lab up and takes it down; a failed one may not have.
+				for _, c := range cmds {
+					if c.argv[0] == "up" {
+						for i, a := range c.argv {
+							if a == "--name" && i+1 < len(c.argv) {
+								lv("down", c.argv[i+1])
+							}
+						}
+					}
+				}
+			})
+			var out []string
+			last := 0
+			for _, c := range cmds {
+				stdout, stderr, code := lv(c.argv...)
+				got := strings.Split(strings.TrimRight(stdout+stderr, "\n"), "\n")
+				if stdout+stderr == "" {
+					got = nil
+				}
+				if update {
+					out = append(out, lines[last:c.line+1]...)
+					out = append(out, got...)
+					last = c.line + 1 + len(c.output)
+					continue
+				}
+				Expect(code).To(BeNumerically("<", 64), "%s:%d: %s", file, c.line+1, strings.Join(c.argv, " "))
+				want, have := normalize(c.output), normalize(got)
+				if c.argv[0] == "capture" { // replies come in any order
+					want, have = sortedLines(want), sortedLines(have)
+				}
+				Expect(have).To(Equal(want), "%s:%d: lvslab %s", file, c.line+1, strings.Join(c.argv, " "))
+			}
+			if update {
+				out = append(out, lines[last:]...)
+				Expect(os.WriteFile(file, []byte(strings.Join(out, "\n")), 0o644)).To(Succeed())
+				fmt.Fprintf(GinkgoWriter, "%s: %d outputs written\n", file, len(cmds))
+			}
+		},
+		entries,
+	)
+})
+
