@@ -165,4 +165,3 @@ var _ = Describe("The guides", Label("docs"), func() {
 		entries,
 	)
 })
-

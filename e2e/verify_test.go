@@ -16,10 +16,10 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/lvslab/lvslab/internal/clitest"
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
-	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/verify"
 )
 
