@@ -158,6 +158,68 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 		}
 	})
 
+	It("with TCP_CHECK, keeps a server that answers 500 (the port still opens) and takes out one that stops", func() {
+		file := variant("scenarios/ha-healthcheck.yaml", func(s *scenario.Scenario) {
+			chk := nodeSpec(s, "director").Keepalived.Check
+			chk.Kind, chk.Path, chk.StatusCode = lab.CheckTCP, "", 0
+			web2 := netip.MustParseAddrPort("203.0.113.12:80")
+			in := &lab.Condition{Service: "tcp:203.0.113.1:80", Server: web2, Present: true}
+			out := &lab.Condition{Service: "tcp:203.0.113.1:80", Server: web2}
+			s.Steps = []lab.Step{
+				{Name: "the table is full", Action: lab.Action{Kind: lab.ActWait, Until: in, Within: 10 * time.Second}},
+				{Name: "web2 answers 500", Action: lab.Action{Kind: lab.ActFault, Node: "web2", Answer: lab.AnswerError}},
+				{Name: "longer than the removal bound passes", Action: lab.Action{Kind: lab.ActWait, For: chk.RemovalBound() + time.Second}},
+				{Name: "web2 is still in the table: a TCP check does not read the answer", Action: lab.Action{Kind: lab.ActWait, Until: in, Within: 100 * time.Millisecond},
+					Checks: []lab.Check{{Name: "both answer, web2 with 500", From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/", Requests: 4, Expect: lab.Expect{Servers: []string{"web1", "web2"}}}}},
+				{Name: "web2 answers 200 again", Action: lab.Action{Kind: lab.ActFault, Node: "web2", Answer: lab.AnswerOK}},
+				{Name: "web2's web server stops", Action: lab.Action{Kind: lab.ActStop, Node: "web2", Service: lab.ServiceWeb}},
+				{Name: "web2 leaves the table: its port refuses", Action: lab.Action{Kind: lab.ActWait, Until: out, Within: chk.RemovalBound() + 2*time.Second}},
+				{Name: "web2's web server starts again", Action: lab.Action{Kind: lab.ActStart, Node: "web2", Service: lab.ServiceWeb}},
+				{Name: "web2 is back", Action: lab.Action{Kind: lab.ActWait, Until: in, Within: chk.ReturnBound() + 2*time.Second}},
+			}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
+		b, err := os.ReadFile(file)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(b)).To(ContainSubstring("kind: tcp"))
+	})
+
+	It("with nopreempt, leaves the VIP with the backup when the old master returns", func() {
+		file := variant("scenarios/ha-dr.yaml", func(s *scenario.Scenario) {
+			for _, d := range []string{"director1", "director2"} {
+				v := &nodeSpec(s, d).Keepalived.VRRP[0]
+				v.State, v.NoPreempt = "BACKUP", true // keepalived honours nopreempt only from BACKUP
+			}
+			owner := func(n string) *lab.Condition {
+				return &lab.Condition{Address: netip.MustParseAddr("203.0.113.1"), Owner: &n, Only: true}
+			}
+			vrrp := func(n string, st lab.VRRPState) *lab.Condition {
+				return &lab.Condition{VRRPNode: n, Instance: "VI_1", State: st}
+			}
+			backup, _ := s.Spec.Node("director2")
+			down := backup.Keepalived.VRRP[0].MasterDown()
+			s.Steps = []lab.Step{
+				{Name: "director1 (priority 150) is elected", Action: lab.Action{Kind: lab.ActWait, Until: owner("director1"), Within: 15 * time.Second}},
+				{Name: "director1's keepalived stops", Action: lab.Action{Kind: lab.ActStop, Node: "director1", Service: "keepalived"}},
+				{Name: "director2 takes the VIP", Action: lab.Action{Kind: lab.ActWait, Until: owner("director2"), Within: 5 * time.Second}},
+				{Name: "director1's keepalived starts again", Action: lab.Action{Kind: lab.ActStart, Node: "director1", Service: "keepalived"}},
+				{Name: "director1 comes up as BACKUP", Action: lab.Action{Kind: lab.ActWait, Until: vrrp("director1", lab.VRRPBackup), Within: 5 * time.Second}},
+				{Name: "longer than master-down passes twice", Action: lab.Action{Kind: lab.ActWait, For: 2*down + time.Second}},
+				{Name: "director2 still holds the VIP: nopreempt", Action: lab.Action{Kind: lab.ActWait, Until: owner("director2"), Within: 100 * time.Millisecond}},
+				{Name: "and director1 is still BACKUP", Action: lab.Action{Kind: lab.ActWait, Until: vrrp("director1", lab.VRRPBackup), Within: time.Second}},
+			}
+		})
+		results, stderr, code := verifyJSON(file)
+		Expect(code).To(Equal(0), stderr)
+		for _, r := range results {
+			Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+		}
+	})
+
 	It("loses every connection held through the master at failover without the sync daemon, and none with it", func() {
 		results, stderr, code := verifyJSON("scenarios/ha-sync.yaml")
 		Expect(code).To(Equal(0), stderr)
