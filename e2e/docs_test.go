@@ -113,19 +113,44 @@ var _ = Describe("The guides", Label("docs"), func() {
 		panic(err)
 	}
 	guides, _ := filepath.Glob(filepath.Join(root, "docs", "*", "*.md"))
-	var entries []TableEntry
+	// The guides of one scenario in each language type the same commands: one
+	// run of them is compared with each.
+	byName := map[string][]string{}
+	var names []string
 	for _, g := range guides {
-		rel, _ := filepath.Rel(root, g)
-		entries = append(entries, Entry(rel, g))
+		n := filepath.Base(g)
+		if byName[n] == nil {
+			names = append(names, n)
+		}
+		byName[n] = append(byName[n], g)
+	}
+	var entries []TableEntry
+	for _, n := range names {
+		entries = append(entries, Entry(n, byName[n]))
 	}
 	DescribeTable("show what lvslab prints for each of their commands",
-		func(file string) {
-			lines, cmds := readGuide(file)
-			Expect(cmds).NotTo(BeEmpty(), "%s has no console block", file)
+		func(files []string) {
+			type guide struct {
+				file  string
+				lines []string
+				cmds  []guideCommand
+			}
+			var gs []guide
+			for _, f := range files {
+				lines, cmds := readGuide(f)
+				Expect(cmds).NotTo(BeEmpty(), "%s has no console block", f)
+				gs = append(gs, guide{f, lines, cmds})
+			}
+			for _, g := range gs[1:] {
+				Expect(len(g.cmds)).To(Equal(len(gs[0].cmds)), "%s and %s type different commands", g.file, gs[0].file)
+				for i := range g.cmds {
+					Expect(g.cmds[i].argv).To(Equal(gs[0].cmds[i].argv), "%s:%d and %s:%d", g.file, g.cmds[i].line+1, gs[0].file, gs[0].cmds[i].line+1)
+				}
+			}
 			update := os.Getenv("LVSLAB_DOCS_UPDATE") != ""
 			DeferCleanup(func() {
 				// A guide brings its lab up and takes it down; a failed one may not have.
-				for _, c := range cmds {
+				for _, c := range gs[0].cmds {
 					if c.argv[0] == "up" {
 						for i, a := range c.argv {
 							if a == "--name" && i+1 < len(c.argv) {
@@ -135,31 +160,38 @@ var _ = Describe("The guides", Label("docs"), func() {
 					}
 				}
 			})
-			var out []string
-			last := 0
-			for _, c := range cmds {
+			outputs := make([][]string, len(gs[0].cmds))
+			for k, c := range gs[0].cmds {
 				stdout, stderr, code := lv(c.argv...)
-				got := strings.Split(strings.TrimRight(stdout+stderr, "\n"), "\n")
-				if stdout+stderr == "" {
-					got = nil
+				Expect(code).To(BeNumerically("<", 64), "%s:%d: %s", gs[0].file, c.line+1, strings.Join(c.argv, " "))
+				if stdout+stderr != "" {
+					outputs[k] = strings.Split(strings.TrimRight(stdout+stderr, "\n"), "\n")
 				}
 				if update {
-					out = append(out, lines[last:c.line+1]...)
-					out = append(out, got...)
-					last = c.line + 1 + len(c.output)
 					continue
 				}
-				Expect(code).To(BeNumerically("<", 64), "%s:%d: %s", file, c.line+1, strings.Join(c.argv, " "))
-				want, have := normalize(c.output), normalize(got)
-				if c.argv[0] == "capture" { // replies come in any order
-					want, have = sortedLines(want), sortedLines(have)
+				for _, g := range gs {
+					want, have := normalize(g.cmds[k].output), normalize(outputs[k])
+					if c.argv[0] == "capture" { // replies come in any order
+						want, have = sortedLines(want), sortedLines(have)
+					}
+					Expect(have).To(Equal(want), "%s:%d: lvslab %s", g.file, g.cmds[k].line+1, strings.Join(c.argv, " "))
 				}
-				Expect(have).To(Equal(want), "%s:%d: lvslab %s", file, c.line+1, strings.Join(c.argv, " "))
 			}
-			if update {
-				out = append(out, lines[last:]...)
-				Expect(os.WriteFile(file, []byte(strings.Join(out, "\n")), 0o644)).To(Succeed())
-				fmt.Fprintf(GinkgoWriter, "%s: %d outputs written\n", file, len(cmds))
+			if !update {
+				return
+			}
+			for _, g := range gs {
+				var out []string
+				last := 0
+				for k, c := range g.cmds {
+					out = append(out, g.lines[last:c.line+1]...)
+					out = append(out, outputs[k]...)
+					last = c.line + 1 + len(c.output)
+				}
+				out = append(out, g.lines[last:]...)
+				Expect(os.WriteFile(g.file, []byte(strings.Join(out, "\n")), 0o644)).To(Succeed())
+				fmt.Fprintf(GinkgoWriter, "%s: %d outputs written\n", g.file, len(g.cmds))
 			}
 		},
 		entries,

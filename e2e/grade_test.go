@@ -72,4 +72,28 @@ var _ = Describe("lvslab grade", Label("grade", "nat"), func() {
 		AddReportEntry("grading", regexp.MustCompile(`\d+ labs graded in \S+ \(\d+ at a time\)`).FindString(stderr))
 		fmt.Fprintln(GinkgoWriter, out)
 	})
+
+	It("grades students' director tables (ipvsadm-save output, keepalived.conf), each on a fresh lab it removes again", func() {
+		dir := GinkgoT().TempDir()
+		files := map[string]string{
+			"ann.rules": "-A -t 203.0.113.1:80 -s rr\n-a -t 203.0.113.1:80 -r 198.51.100.11:80 -m -w 1\n-a -t 203.0.113.1:80 -r 198.51.100.12:80 -m -w 1\n",
+			"bob.rules": "# bob's table\n-A -t 203.0.113.1:80 -s sh\n-a -t 203.0.113.1:80 -r 198.51.100.11:80 -m -w 1\n-a -t 203.0.113.1:80 -r 198.51.100.12:80 -m -w 1\n",
+			"cat.conf":  "virtual_server 203.0.113.1 80 {\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    real_server 198.51.100.11 80 {\n        weight 1\n    }\n    real_server 198.51.100.12 80 {\n        weight 1\n    }\n}\n",
+			"dan.rules": "-A -t 203.0.113.1:80 -s rr\n-a -t 203.0.113.1:80 -r 198.51.100.11:80 -m -w 70000\n",
+			"notes.md":  "not a table",
+		}
+		for name, text := range files {
+			Expect(os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644)).To(Succeed())
+		}
+		out, stderr, code := lv("grade", "--scenario", "e2e/testdata/grade-nat-rr.yaml", "--rules", dir)
+		Expect(code).To(Equal(0), stderr)
+		Expect(out).To(MatchRegexp(`ann +✓ 2 +✓ 1 +✓ 1 +4/4`))
+		Expect(out).To(MatchRegexp(`bob +✗ 0 +✓ 1 +✗ 0 +1/4`))
+		Expect(out).To(MatchRegexp(`cat +✓ 2 +✓ 1 +✓ 1 +4/4`))
+		Expect(out).To(MatchRegexp(`dan +error: dan\.rules:2: "-a -t 203\.0\.113\.1:80 -r 198\.51\.100\.11:80 -m -w 70000": `))
+		Expect(out).NotTo(ContainSubstring("notes"))
+		Expect(stderr).To(ContainSubstring("4 labs graded in"))
+		labs, _, _ := lv("status")
+		Expect(labs).NotTo(ContainSubstring("grade-")) // every fresh lab removed
+	})
 })

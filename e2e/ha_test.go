@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -275,6 +276,13 @@ var _ = Describe("Two directors under keepalived", Label("ha"), func() {
 					nodeSpec(s, d).Keepalived.VRRP[i].SyncGroup = ""
 				}
 			}
+			// Only the cut and what follows it.
+			keep := []string{"director1 alone holds the VIP (VRRP master of VI_OUT)", "director1 alone holds the inside gateway (VI_IN)",
+				"director1 is cut off from the outside (eth1 down); its inside link stays up",
+				"director1 gives the inside gateway up too (VI_OUT's fault takes its sync group with it)",
+				"director2 holds the VIP", "the service answers through director2 after the cut"}
+			s.Steps = slices.DeleteFunc(s.Steps, func(st lab.Step) bool { return !slices.Contains(keep, st.Name) })
+			Expect(s.Steps).To(HaveLen(len(keep)))
 		})
 		results, _, code = verifyJSON(file)
 		Expect(code).To(Equal(1))

@@ -3,18 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/lab"
-	"github.com/lvslab/lvslab/pkg/scenario"
 	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/lvslab/lvslab/pkg/verify"
 	"github.com/vishvananda/netlink"
@@ -32,116 +29,20 @@ func normalized(svcs []lab.Service) []lab.Service {
 	return out
 }
 
-// probe sends one request to each service of the scenario and returns who answered.
-func probe(ctx context.Context, s *scenario.Scenario, l *state.Lab) map[string]string {
-	d, _ := s.Spec.Node(s.Director())
-	client := l.Handles()["client"]
-	answers := map[string]string{}
-	for _, svc := range d.Services {
-		var got verify.Result
-		switch {
-		case svc.Protocol == "udp":
-			got = verify.UDPClient{From: client}.Send(ctx, svc.Addr, 1)
-		case svc.FWMark != 0:
-			Expect(d.Marks).NotTo(BeEmpty())
-			m := d.Marks[0]
-			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(netip.AddrPortFrom(m.Destination, m.Ports[0])), 1)
-		case svc.Addr.Port() == 0: // a port-0 (PCC) service: any port; the web servers serve 80
-			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(netip.AddrPortFrom(svc.Addr.Addr(), 80)), 1)
-		default:
-			got = verify.HTTPClient{From: client}.Get(ctx, verify.URL(svc.Addr), 1)
-		}
-		Expect(got.Errors).To(BeEmpty(), "service %s", svc.Key())
-		answers[svc.Key()] = got.Sequence[0]
-	}
-	return answers
-}
-
-// shippedScenarios names every scenario under scenarios/, with its labels.
-var shippedScenarios = []struct {
-	name   string
-	labels Labels
-}{
-	{"nat-rr", Label("nat")},
-	{"nat-wrr", Label("nat")},
-	{"nat-lc", Label("nat")},
-	{"nat-wlc", Label("nat")},
-	{"nat-sed", Label("nat")},
-	{"nat-nq", Label("nat")},
-	{"nat-sh", Label("nat")},
-	{"nat-dh", Label("nat")},
-	{"nat-thresholds", Label("nat", "thresholds")},
-	{"nat-ppc", Label("nat", "persistence")},
-	{"nat-pcc", Label("nat", "persistence")},
-	{"nat-fwmark", Label("nat", "persistence", "fwmark")},
-	{"nat-udp", Label("nat", "udp")},
-	{"nat-ipv6", Label("nat", "ipv6")},
-	{"dr-rr", Label("dr")},
-	{"dr-arp-flux", Label("dr", "arp")},
-	{"tun-rr", Label("tun")},
-	{"nat-steps", Label("nat", "steps")},
-	{"ha-dr", Label("dr", "ha")},
-	{"ha-healthcheck", Label("dr", "ha")},
-	{"ha-sync", Label("dr", "ha")},
-	{"ha-nat", Label("nat", "ha")},
-}
-
+// Every shipped scenario is brought up, read back (up fails unless the kernel
+// holds what the scenario declares) and has its checks judged by lvslab
+// verify: the verify table runs each file, but for the HA scenarios, which
+// ha_test.go runs with their timing bounds.
 var _ = Describe("Every shipped scenario", Label("scenarios"), func() {
-	var running *state.Lab
-	dumpOnFailure(&running)
-
-	DescribeTable("comes up, reads back as declared, and answers through each service",
-		func(ctx context.Context, file string) {
-			s, l := up(file, strings.TrimSuffix(filepath.Base(file), ".yaml"))
-			running = l
-			nodes := l.Handles()
-
-			diff, err := apply.Diff(ctx, nodes, s.Spec, nil)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(diff).To(BeEmpty(), "kernel state differs from the scenario")
-
-			d, _ := s.Spec.Node(s.Director())
-			// keepalived's checker writes a table it manages (a moment after it starts).
-			Eventually(func() []lab.Service { return normalized(readSpecs(l)) }).WithTimeout(10 * time.Second).Should(Equal(normalized(d.Services)))
-
-			if d.Keepalived != nil && len(d.Keepalived.VRRP) > 0 {
-				// The VIP comes with VRRP's first election (4-6 s in the sandbox).
-				vip := d.Keepalived.VRRP[0].VIPs[0].Addr()
-				Eventually(func() []error {
-					return verify.HTTPClient{From: nodes["client"]}.Get(ctx, verify.URL(netip.AddrPortFrom(vip, 80)), 1).Errors
-				}).WithTimeout(15 * time.Second).WithPolling(100 * time.Millisecond).Should(BeEmpty())
-			}
-			for key, who := range probe(ctx, s, l) {
-				var owners []string
-				for _, svc := range d.Services {
-					if svc.Key() == key {
-						for _, srv := range svc.Servers {
-							owners = append(owners, s.Spec.OwnerOf(srv.Addr.Addr()))
-						}
-					}
-				}
-				Expect(who).To(BeElementOf(owners), "service %s answered by %q", key, who)
-			}
-		},
-		func() []TableEntry {
-			var entries []TableEntry
-			for _, sc := range shippedScenarios {
-				entries = append(entries, Entry(sc.name, sc.labels, "scenarios/"+sc.name+".yaml"))
-			}
-			return entries
-		}(),
-	)
-
-	It("ships no scenario this table leaves out", func() {
+	It("is verified on a fresh lab by the verify table or the HA specs", func() {
 		files, _ := filepath.Glob(filepath.Join(repo, "scenarios", "*.yaml"))
-		var names, listed []string
-		for _, f := range files {
-			names = append(names, strings.TrimSuffix(filepath.Base(f), ".yaml"))
+		Expect(len(files)).To(BeNumerically(">=", 21))
+		for _, f := range verifiedInHA {
+			Expect(filepath.Join(repo, "scenarios", f)).To(BeAnExistingFile())
+			b, err := os.ReadFile(filepath.Join(repo, "e2e", "ha_test.go"))
+			Expect(err).NotTo(HaveOccurred())
+			Expect(string(b)).To(ContainSubstring(`verifyJSON("scenarios/`+f+`")`), "ha_test.go runs %s", f)
 		}
-		for _, sc := range shippedScenarios {
-			listed = append(listed, sc.name)
-		}
-		Expect(names).To(ConsistOf(listed))
 	})
 })
 

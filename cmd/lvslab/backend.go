@@ -33,6 +33,8 @@ type Backend interface {
 	Forward(ctx context.Context, o ForwardOptions) error
 	// Grade scores running labs by a scenario's checks.
 	Grade(ctx context.Context, o GradeOptions) error
+	// Shell runs an interactive shell (or a command) in a node on a pseudo-terminal.
+	Shell(ctx context.Context, o ShellOptions) error
 	// Graph draws a running lab.
 	Graph(ctx context.Context, o GraphOptions) error
 	// Verify runs a scenario's checks against a fresh lab (a file) or a running

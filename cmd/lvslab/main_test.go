@@ -119,6 +119,7 @@ func TestKeptSandboxLab(t *testing.T) {
 		t.Error("the lab's namespaces must live in the sandbox kernel, not on the host")
 	}
 	forwardToLab(t, bin)
+	shellInTmux(t, bin)
 	if _, stderr, code := lv(t, bin, "down"); code != 0 {
 		t.Fatalf("down: %s", stderr)
 	}
@@ -369,4 +370,64 @@ func forwardToLab(t *testing.T, bin clitest.CLI) {
 		t.Errorf("Chromium's reloads showed %v, not alternating", shown)
 	}
 	t.Logf("Chromium's reloads through %s: %v", m[1], shown)
+}
+
+// shellInTmux drives lvslab shell on a real terminal (tmux): the prompt, line
+// editing, the window's size and its change, Ctrl-C reaching the node's
+// program and not lvslab, a full-screen program, and the exit status.
+func shellInTmux(t *testing.T, bin clitest.CLI) {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("no tmux (make testdeps installs it)")
+	}
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	tm := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	tm("new-session", "-d", "-s", "lvs", "-x", "100", "-y", "30",
+		fmt.Sprintf("cd %s && %s shell client; echo EXIT=$?; sleep 60", bin.Dir, bin.Bin))
+	defer exec.Command("tmux", "-S", sock, "kill-server").Run()
+	screen := func() string { return tm("capture-pane", "-p", "-t", "lvs") }
+	waitFor := func(what, re string) {
+		t.Helper()
+		r := regexp.MustCompile(re)
+		deadline := time.Now().Add(20 * time.Second)
+		for !r.MatchString(screen()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no %q on the screen:\n%s", what, re, screen())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "lvs"}, k...)...) }
+	waitFor("the prompt", `root@client:\S*# $`)
+	keys("echo $((6*7))", "Enter")
+	waitFor("arithmetic in the node's shell", `(?m)^42\s*$`)
+	keys("echo abX", "BSpace", "c", "Enter")
+	waitFor("line editing", `(?m)^abc\s*$`)
+	keys("ip -br addr show dev eth1", "Enter")
+	waitFor("the node's own interface", `eth1@\S+ +UP +203\.0\.113\.10/24`)
+	keys("stty size", "Enter")
+	waitFor("the window's size", `(?m)^30 100\s*$`)
+	tm("resize-window", "-t", "lvs", "-x", "120", "-y", "40")
+	keys("clear; stty size", "Enter")
+	waitFor("the window's new size", `(?m)^40 120\s*$`)
+	keys("clear; sleep 30", "Enter")
+	time.Sleep(time.Second)
+	keys("C-c")
+	keys("echo alive-$((1+1))", "Enter")
+	waitFor("Ctrl-C stopped sleep, not lvslab", `(?m)^alive-2\s*$`)
+	keys("top -d 1", "Enter")
+	waitFor("a full-screen program", `(?m)^\s*PID\s+USER`)
+	keys("q")
+	keys("clear; echo back", "Enter")
+	waitFor("the shell after top", `(?m)^back\s*$`)
+	keys("exit 3", "Enter")
+	waitFor("the shell's exit status", `EXIT=3`)
+	t.Logf("lvslab shell in tmux: prompt, editing, size 100x30 then 120x40, Ctrl-C, top, exit 3: all seen")
 }

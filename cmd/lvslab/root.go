@@ -47,7 +47,7 @@ sandbox kernel that lvslab keeps between commands.`,
 	root.AddCommand(
 		a.upCommand(), a.applyCommand(), a.downCommand(), a.statusCommand(), a.execCommand(),
 		a.ipvsCommand(), a.verifyCommand(), a.gcCommand(), a.sandboxCommand(), a.imageCommand(),
-		a.exportCommand(), a.graphCommand(), a.captureCommand(), a.forwardCommand(), a.relayCommand(), a.gradeCommand(), a.versionCommand(), a.webdCommand(), a.labsCommand(), a.nodeInitCommand(),
+		a.exportCommand(), a.graphCommand(), a.captureCommand(), a.forwardCommand(), a.relayCommand(), a.gradeCommand(), a.shellCommand(), a.versionCommand(), a.webdCommand(), a.labsCommand(), a.nodeInitCommand(),
 	)
 	return root
 }

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/sandbox"
+	"github.com/spf13/cobra"
+)
+
+// ShellOptions are lvslab shell's (and exec -t's).
+type ShellOptions struct {
+	Lab  string
+	Node string
+	Argv []string // the command; an interactive shell when empty
+}
+
+func (a *app) shellCommand() *cobra.Command {
+	var o ShellOptions
+	c := &cobra.Command{
+		Use:   "shell [--lab LAB] NODE",
+		Short: "an interactive shell in a node, on a terminal of its own",
+		Long: `Open an interactive shell in a node, on a pseudo-terminal of its own: a
+prompt that names the node, line editing, Ctrl-C for the program running in
+the node (not for lvslab), full-screen programs (top, watch ipvsadm -Ln),
+window size changes followed. Where the lab lives in the sandbox kernel the
+terminal goes through the sandbox's agent. The shell's exit status is
+lvslab's. lvslab exec -t runs one command the same way.`,
+		Example: "  lvslab shell director\n  lvslab exec -t director -- watch -n1 ipvsadm -Ln",
+		Args:    exactArgs(1, "a node"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Node = args[0]
+			return a.backend.Shell(cmd.Context(), o)
+		},
+	}
+	c.Flags().StringVar(&o.Lab, "lab", "", "the lab (needed when several labs have the node)")
+	return labCommand(c)
+}
+
+// envTTYSize carries the terminal's size, "ROWSxCOLS", to the lvslab that
+// runs the shell inside the sandbox; later changes follow in band.
+const envTTYSize = "LVSLAB_TTY_SIZE"
+
+// resizeSeq is how a window size change travels in the terminal's input
+// through the sandbox: an OSC sequence no program is sent, taken out of the
+// input by the lvslab that holds the pseudo-terminal.
+var resizeSeq = regexp.MustCompile("\x1b]lvslab-winsize;([0-9]+);([0-9]+)\x07")
+
+func resizeBytes(rows, cols int) []byte {
+	return fmt.Appendf(nil, "\x1b]lvslab-winsize;%d;%d\x07", rows, cols)
+}
+
+// shellArgv is an interactive shell, bash when the node has it.
+func shellArgv() []string {
+	if _, err := exec.LookPath("bash"); err == nil {
+		return []string{"bash", "--noprofile", "--norc", "-i"}
+	}
+	return []string{"sh", "-i"}
+}
+
+func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
+	l, err := findLab(o.Lab, o.Node)
+	if err != nil {
+		return fmt.Errorf("shell: node %s: %w", o.Node, err)
+	}
+	if l.Runtime == lab.RuntimeContainerlab {
+		return fmt.Errorf("shell: node %s is a container: use docker exec -it clab-%s-%s sh (lvslab shell knows network-namespace labs only, so far)", o.Node, l.Name, o.Node)
+	}
+	n, ok := l.Handles()[o.Node]
+	if !ok {
+		return fmt.Errorf("shell: lab %s has no node %s with a namespace", l.Name, o.Node)
+	}
+	argv := o.Argv
+	if len(argv) == 0 {
+		argv = shellArgv()
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "PS1=root@"+o.Node+":\\w# ", "LVSLAB_NODE="+o.Node)
+	if os.Getenv("TERM") == "" {
+		cmd.Env = append(cmd.Env, "TERM=xterm")
+	}
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return err
+	}
+	defer ptmx.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+
+	in, isTerm := b.app.stdin.(*os.File)
+	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
+	switch {
+	case isTerm: // lvslab on the lab's own kernel, in a terminal
+		if err := pty.InheritSize(in, ptmx); err != nil {
+			return err
+		}
+		old, err := term.MakeRaw(int(in.Fd()))
+		if err != nil {
+			return err
+		}
+		defer term.Restore(int(in.Fd()), old)
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				_ = pty.InheritSize(in, ptmx)
+			}
+		}()
+	default: // inside the sandbox: the size came along, and changes come in band
+		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+		}
+	}
+	if err := n.Start(cmd); err != nil {
+		tty.Close()
+		return err
+	}
+	tty.Close()
+	go func() {
+		if isTerm {
+			_, _ = io.Copy(ptmx, b.app.stdin)
+			return
+		}
+		copyResizing(ptmx, b.app.stdin)
+	}()
+	_, _ = io.Copy(b.app.stdout, ptmx) // ends when the shell and its children are gone (EIO)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return errExit(ee.ExitCode())
+	}
+	return err
+}
+
+func parseSize(s string) (rows, cols int, ok bool) {
+	var err1, err2 error
+	for i := range len(s) {
+		if s[i] == 'x' {
+			rows, err1 = strconv.Atoi(s[:i])
+			cols, err2 = strconv.Atoi(s[i+1:])
+			return rows, cols, err1 == nil && err2 == nil && rows > 0 && cols > 0
+		}
+	}
+	return 0, 0, false
+}
+
+// copyResizing copies the terminal's input to the pseudo-terminal, taking
+// out the window size changes and applying them.
+func copyResizing(ptmx *os.File, in io.Reader) {
+	buf := make([]byte, 4096)
+	var pending []byte
+	for {
+		n, err := in.Read(buf)
+		pending = append(pending, buf[:n]...)
+		for {
+			loc := resizeSeq.FindSubmatchIndex(pending)
+			if loc == nil {
+				break
+			}
+			rows, _ := strconv.Atoi(string(pending[loc[2]:loc[3]]))
+			cols, _ := strconv.Atoi(string(pending[loc[4]:loc[5]]))
+			_, _ = ptmx.Write(pending[:loc[0]])
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+			pending = pending[loc[1]:]
+		}
+		// Keep what may be the start of a size change; pass the rest on.
+		keep := bytes.LastIndexByte(pending, 0x1b)
+		if keep < 0 || len(pending)-keep > 40 {
+			keep = len(pending)
+		}
+		_, _ = ptmx.Write(pending[:keep])
+		pending = append([]byte(nil), pending[keep:]...)
+		if err != nil {
+			_, _ = ptmx.Write(pending)
+			return
+		}
+	}
+}
+
+func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {
+	c, err := sandbox.Dial(b.dir)
+	if err != nil {
+		return fmt.Errorf("shell: node %s: %w", o.Node, errNoKernel)
+	}
+	defer c.Close()
+	env := sandbox.HostEnv()
+	var stdin io.Reader = b.app.stdin
+	if in, ok := b.app.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
+		if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
+			env = append(env, fmt.Sprintf("%s=%dx%d", envTTYSize, rows, cols))
+		}
+		old, err := term.MakeRaw(int(in.Fd()))
+		if err != nil {
+			return err
+		}
+		defer term.Restore(int(in.Fd()), old)
+		// The terminal's input, and a size change in band whenever the window changes.
+		pr, pw := io.Pipe()
+		var mu sync.Mutex
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := in.Read(buf)
+				mu.Lock()
+				_, _ = pw.Write(buf[:n])
+				mu.Unlock()
+				if err != nil {
+					pw.CloseWithError(err)
+					return
+				}
+			}
+		}()
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
+					mu.Lock()
+					_, _ = pw.Write(resizeBytes(rows, cols))
+					mu.Unlock()
+				}
+			}
+		}()
+		stdin = pr
+	}
+	dir, _ := os.Getwd()
+	code, err := c.Exec(ctx, sandbox.Request{Argv: append([]string{self()}, b.app.argv...), Env: env, Dir: dir}, stdin, b.app.stdout, b.app.stderr)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return errExit(code)
+	}
+	return nil
+}
