@@ -405,7 +405,7 @@ func shellInTmux(t *testing.T, bin clitest.CLI) {
 		}
 	}
 	keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "lvs"}, k...)...) }
-	waitFor("the prompt", `root@client:\S*# $`)
+	waitFor("the prompt", `(?m)^root@client:\S*#\s*$`)
 	keys("echo $((6*7))", "Enter")
 	waitFor("arithmetic in the node's shell", `(?m)^42\s*$`)
 	keys("echo abX", "BSpace", "c", "Enter")

@@ -125,6 +125,14 @@ func guestSetup() error {
 			return fmt.Errorf("mount /dev: %w", err)
 		}
 	}
+	// Pseudo-terminals (lvslab shell): /dev/ptmx opens only with devpts
+	// mounted beside it. /dev is the guest's own devtmpfs.
+	if err := os.MkdirAll("/dev/pts", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("devpts", "/dev/pts", "devpts", 0, "newinstance,ptmxmode=0666,mode=0620"); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount /dev/pts: %w", err)
+	}
 	if err := privateHostFiles(); err != nil {
 		return err
 	}
