@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -263,6 +264,11 @@ func (c *Control) VRRP(ctx context.Context, nodeName string) (map[string]lab.VRR
 	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s's keepalived: %w", nodeName, err)
 	}
+	// A real-time signal's default action ends the process: keepalived must
+	// have installed its handler first (it does a moment after it starts).
+	if !catches(pid, keepalived.SignalJSON) {
+		return nil, fmt.Errorf("%s's keepalived is starting (it does not handle its JSON signal yet)", nodeName)
+	}
 	if err := syscall.Kill(pid, keepalived.SignalJSON); err != nil {
 		return nil, fmt.Errorf("%s's keepalived (pid %d): %w", nodeName, pid, err)
 	}
@@ -291,3 +297,24 @@ func (c *Control) VRRP(ctx context.Context, nodeName string) (map[string]lab.VRR
 
 // dumpWithin bounds how long keepalived may take to write its state.
 const dumpWithin = 2 * time.Second
+
+// catches reports whether process pid takes sig without dying of it: it has
+// a handler (SigCgt in /proc/PID/status) or blocks it to read it from a
+// signalfd (SigBlk), as keepalived does.
+func catches(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(b)) {
+		for _, field := range []string{"SigCgt:", "SigBlk:"} {
+			if mask, ok := strings.CutPrefix(line, field); ok {
+				m, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+				if err == nil && m&(1<<(uint(sig)-1)) != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
