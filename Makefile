@@ -161,8 +161,8 @@ else
 	$(SANDBOX) bin/ginkgo $(GINKGO_FLAGS) --timeout 20m --label-filter='$(LABELS)' bin/e2e.test
 endif
 
-# Grading a class: 30 labs up in one sandbox kernel, graded at concurrency 1, 4
-# and 8; lvslab grade prints each run's time on standard error.
+# Grading a class: 30 labs up in one sandbox kernel, graded at concurrency 4, 8
+# and 1; lvslab grade prints each run's time on standard error.
 bench-grade: build
 	$(SANDBOX) hack/bench-grade.sh
 
