@@ -110,6 +110,8 @@ func (b *localBackend) Grade(ctx context.Context, o GradeOptions) error {
 		}
 		o.Labs = students
 	}
+	pr := newProgress(b.app.stderr)
+	pr.begin(fmt.Sprintf("grading %d labs, %d at a time", len(o.Labs), o.Concurrency))
 	grades := grade.All(ctx, o.Labs, o.Concurrency, func(ctx context.Context, name string) (grade.Lab, error) {
 		if e, bad := labOf[name]; bad && strings.HasPrefix(e, "error: ") {
 			return grade.Lab{}, errors.New(strings.TrimPrefix(e, "error: "))
@@ -129,6 +131,7 @@ func (b *localBackend) Grade(ctx context.Context, o GradeOptions) error {
 		}
 		return grade.Score(name, s.Checks, j.Run(ctx)), nil
 	})
+	pr.clear()
 	if err := grade.WriteTable(b.app.stdout, grades, s.Checks); err != nil {
 		return err
 	}

@@ -58,14 +58,18 @@ func (b *localBackend) runner(ctx context.Context, quiet bool) (*runner.Runner, 
 		return nil, err
 	}
 	stall := os.Getenv(envStall)
+	pr := newProgress(b.app.stderr)
+	if !quiet {
+		r.Begin = pr.begin
+	}
 	r.Log = func(step string, err error) {
 		switch {
 		case quiet:
 		case err != nil:
-			b.app.logf("✗ %s\n", step)
+			pr.finish("✗", step)
 			return
 		default:
-			b.app.logf("✓ %s\n", step)
+			pr.finish("✓", step)
 		}
 		if err == nil && stall != "" && strings.HasPrefix(step, stall) {
 			b.app.logf("stalled after %q (%s)\n", step, envStall)

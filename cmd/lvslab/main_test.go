@@ -424,10 +424,27 @@ func shellInTmux(t *testing.T, bin clitest.CLI) {
 	waitFor("Ctrl-C stopped sleep, not lvslab", `(?m)^alive-2\s*$`)
 	keys("top -d 1", "Enter")
 	waitFor("a full-screen program", `(?m)^\s*PID\s+USER`)
-	keys("q")
+	// top takes its keys once it has set the terminal up: q until the
+	// prompt is back on the last line (top leaves its last screen above it).
+	prompt := regexp.MustCompile(`root@client:\S*#\s*$`)
+	for i := 0; ; i++ {
+		time.Sleep(500 * time.Millisecond)
+		keys("q")
+		time.Sleep(500 * time.Millisecond)
+		if prompt.MatchString(strings.TrimRight(screen(), "\n ")) {
+			break
+		}
+		if i == 10 {
+			t.Fatalf("top did not quit on q:\n%s", screen())
+		}
+	}
 	keys("clear; echo back", "Enter")
 	waitFor("the shell after top", `(?m)^back\s*$`)
 	keys("exit 3", "Enter")
 	waitFor("the shell's exit status", `EXIT=3`)
+
+	// On a terminal, up shows each step with its time (a live line while it runs).
+	tm("new-window", "-t", "lvs", fmt.Sprintf("cd %s && %s up --name progress scenarios/nat-rr.yaml; echo UP=$?; %s down progress; sleep 60", bin.Dir, bin.Bin, bin.Bin))
+	waitFor("up's progress", `(?s)✓ topology topologies/lvs-nat\.clab\.yml \(\d+\.\ds\).*✓ web servers answering \(\d+\.\ds\).*UP=0`)
 	t.Logf("lvslab shell in tmux: prompt, editing, size 100x30 then 120x40, Ctrl-C, top, exit 3: all seen")
 }

@@ -32,7 +32,12 @@ func (b *sandboxBackend) forward(ctx context.Context, start bool, stdin io.Reade
 			return err // a bad LVSLAB_SANDBOX_MEM fails before a kernel boots
 		}
 		t := time.Now()
+		pr := newProgress(b.app.stderr)
+		if !sandbox.Running(b.dir) {
+			pr.begin("sandbox kernel (user-mode-linux) starting")
+		}
 		c, err = sandbox.Ensure(ctx, b.dir, self())
+		pr.clear()
 		if err == nil && time.Since(t) > 100*time.Millisecond {
 			b.app.logf("✓ sandbox kernel (user-mode-linux) ready in %.1fs\n", time.Since(t).Seconds())
 		}
@@ -48,7 +53,11 @@ func (b *sandboxBackend) forward(ctx context.Context, start bool, stdin io.Reade
 
 func (b *sandboxBackend) exec(ctx context.Context, c *sandbox.Client, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	dir, _ := os.Getwd()
-	code, err := c.Exec(ctx, sandbox.Request{Argv: argv, Env: sandbox.HostEnv(), Dir: dir}, stdin, stdout, stderr)
+	env := sandbox.HostEnv()
+	if newProgress(b.app.stderr).live {
+		env = append(env, envProgress+"=1") // the host's standard error is a terminal
+	}
+	code, err := c.Exec(ctx, sandbox.Request{Argv: argv, Env: env, Dir: dir}, stdin, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ type Runner struct {
 	Modules     string                       // module tree to load IPVS from; the running kernel's when empty
 	Keep        bool                         // keep a half-built lab on failure, for inspection
 	Log         func(step string, err error) // called after each step; may be nil
+	Begin       func(step string)            // called before a long step (Log follows); may be nil
 }
 
 // New returns a Runner with the default state directory, running this binary.
@@ -87,6 +88,7 @@ func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, e
 			}
 			return rt, nil
 		}
+		r.begin("docker engine")
 		e, _, err := engine.Ensure(ctx, engine.Config{Dir: dir})
 		if err := r.step("docker engine", err); err != nil {
 			return nil, err
@@ -103,6 +105,7 @@ func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, e
 			return nil, fmt.Errorf("no Docker engine answers at %s: start Docker, or run the lab in the sandbox kernel (--kernel uml): %w", cli.DaemonHost(), err)
 		}
 		if err := image.Check(ctx, cli, rt.Image); errors.Is(err, image.ErrNotFound) {
+			r.begin("node image " + rt.Image)
 			if _, err := image.Import(ctx, cli, rt.Image, image.Options{Self: r.Self}); err != nil {
 				return nil, err
 			}
@@ -112,6 +115,13 @@ func (r *Runner) containerlab(ctx context.Context, deploy bool) (topo.Runtime, e
 		}
 	}
 	return rt, nil
+}
+
+// begin says a long step starts (the same name comes to Log when it ends).
+func (r *Runner) begin(name string) {
+	if r.Begin != nil {
+		r.Begin(name)
+	}
 }
 
 func (r *Runner) step(name string, err error) error {
@@ -205,6 +215,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 		}
 		return nil, err
 	}
+	r.begin("topology " + s.Topology.File)
 	if err := rt.Deploy(ctx, s.Topology); err != nil {
 		return fail("topology "+s.Topology.File, err)
 	}
@@ -212,6 +223,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 	handles := l.Handles()
 	kernel := apply.Open(handles)
 	defer kernel.Close()
+	r.begin("apply (read back from the kernel)")
 	if _, err := kernel.Apply(ctx, s.Spec, nil); err != nil {
 		return fail("apply", err)
 	}
@@ -219,6 +231,7 @@ func (r *Runner) Up(ctx context.Context, s *scenario.Scenario) (*state.Lab, erro
 		return fail("apply", err)
 	}
 	r.step("apply (read back from the kernel)", nil)
+	r.begin("web servers answering")
 	procs, err := r.starter(rt, s.Name).Start(ctx, handles, s.Spec)
 	if err != nil {
 		return fail("start services", err)
