@@ -237,7 +237,10 @@ func service(spec *lab.Spec, svc lab.Service) string {
 	var methods []string
 	var servers []string
 	for _, s := range svc.Servers {
-		m := methodName(s.Method)
+		m := s.Method.Kind()
+		if m == "" {
+			m = string(s.Method)
+		}
 		if !slices.Contains(methods, m) {
 			methods = append(methods, m)
 		}
@@ -257,16 +260,4 @@ func service(spec *lab.Spec, svc lab.Service) string {
 		fmt.Fprintf(&b, " → %s", strings.Join(servers, ", "))
 	}
 	return b.String()
-}
-
-func methodName(m lab.Method) string {
-	switch m {
-	case lab.NAT:
-		return "NAT"
-	case lab.DR:
-		return "DR"
-	case lab.Tunnel:
-		return "TUN"
-	}
-	return string(m)
 }

@@ -106,7 +106,7 @@ func writeVirtualServer(w func(int, string, ...any), vs VirtualServer) error {
 		if rs.Server != svc.Servers[i] {
 			return fmt.Errorf("real server %d is %+v, the service's is %+v", i, rs.Server, svc.Servers[i])
 		}
-		if rs.Server.Method == lab.Local || methodName(rs.Server.Method) == "" {
+		if rs.Server.Method == lab.Local || rs.Server.Method.Kind() == "" {
 			return fmt.Errorf("real server %s: method %q has no lb_kind (NAT, DR or TUN)", rs.Server.Addr, rs.Server.Method)
 		}
 	}
@@ -129,7 +129,7 @@ func writeVirtualServer(w func(int, string, ...any), vs VirtualServer) error {
 	method := lab.NAT
 	if len(svc.Servers) > 0 {
 		method = svc.Servers[0].Method
-		w(1, "lb_kind %s", methodName(method))
+		w(1, "lb_kind %s", method.Kind())
 	}
 	switch {
 	case svc.FWMark != 0 && svc.IPv6:
@@ -155,7 +155,7 @@ func writeVirtualServer(w func(int, string, ...any), vs VirtualServer) error {
 		w(1, "real_server %s %d {", s.Addr.Addr(), s.Addr.Port())
 		w(2, "weight %d", s.Weight)
 		if s.Method != method {
-			w(2, "lvs_method %s", methodName(s.Method))
+			w(2, "lvs_method %s", s.Method.Kind())
 		}
 		if rs.InhibitOnFailure {
 			w(2, "inhibit_on_failure")
@@ -210,18 +210,6 @@ func writeCheck(w func(int, string, ...any), c *Check) error {
 	}
 	w(2, "}")
 	return nil
-}
-
-func methodName(m lab.Method) string {
-	switch m {
-	case lab.NAT:
-		return "NAT"
-	case lab.DR:
-		return "DR"
-	case lab.Tunnel:
-		return "TUN"
-	}
-	return ""
 }
 
 // formatSeconds writes d in seconds, to the microsecond: "3", "1.5".

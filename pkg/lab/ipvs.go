@@ -81,6 +81,20 @@ func (m Method) Option() string {
 	return "-g"
 }
 
+// Kind is the method's common name, as keepalived's lb_kind spells it: NAT,
+// DR or TUN; "" for local, which has none.
+func (m Method) Kind() string {
+	switch m {
+	case NAT:
+		return "NAT"
+	case DR:
+		return "DR"
+	case Tunnel:
+		return "TUN"
+	}
+	return ""
+}
+
 // ListName is how ipvsadm -Ln names the method in its Forward column.
 func (m Method) ListName() string {
 	switch m {
