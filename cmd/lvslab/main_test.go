@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/lvslab/lvslab/internal/chromium"
 	"github.com/lvslab/lvslab/internal/clitest"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/sandbox"
@@ -339,22 +340,11 @@ func forwardToLab(t *testing.T, bin clitest.CLI) {
 	}
 	t.Logf("Go client through %s: %v", m[1], seq)
 
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("LVSLAB_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("no chromium, and LVSLAB_REQUIRE_CHROMIUM is set")
-		}
-		t.Log("no chromium: the browser part is skipped")
+	ctx, ok := chromium.Open(t, 1200, 900)
+	if !ok {
+		t.Log("no chromium: the browser part is skipped (make hosttest requires it)")
 		return
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	var shown []string
 	for range 4 {
 		if err := chromedp.Do(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.ID("server"))); err != nil {

@@ -5,15 +5,15 @@ import (
 	"context"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/lvslab/lvslab/internal/chromium"
 )
 
 // The report as a browser shows it: Debian's Chromium, headless, opens the
@@ -22,11 +22,8 @@ import (
 // LVSLAB_REQUIRE_CHROMIUM and installs chromium, so there it fails rather
 // than skips.
 func TestRenderInChromium(t *testing.T) {
-	browser, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("LVSLAB_REQUIRE_CHROMIUM") != "" {
-			t.Fatal("no chromium (apt-get install chromium), and LVSLAB_REQUIRE_CHROMIUM is set")
-		}
+	ctx, ok := chromium.Open(t, 1200, 900)
+	if !ok {
 		t.Skip("no chromium here (make test installs it)")
 	}
 	dir := t.TempDir()
@@ -38,16 +35,6 @@ func TestRenderInChromium(t *testing.T) {
 	if err := os.WriteFile(file, page.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser),
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1200, 900),
-		chromedp.UserDataDir(filepath.Join(dir, "profile")))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 
 	// Every request the page makes, from before it is opened until the
 	// screenshot is taken.
