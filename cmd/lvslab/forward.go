@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/lvslab/lvslab/pkg/node"
 	"github.com/lvslab/lvslab/pkg/sandbox"
 	"github.com/spf13/cobra"
 )
@@ -105,6 +106,8 @@ func (a *app) serveForward(ctx context.Context, o ForwardOptions, relay func(net
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Ctrl-C ends every connection, and one that has sent nothing yet.
+			defer context.AfterFunc(ctx, func() { c.Close() })()
 			// The node's connection is made when the browser sends its first
 			// bytes: a browser's speculative connection that never sends
 			// anything must not take a turn of the director's scheduler.
@@ -153,11 +156,7 @@ func (b *localBackend) Forward(ctx context.Context, o ForwardOptions) error {
 		return fmt.Errorf("forward: lab %s has no node %s with a namespace", l.Name, o.Node)
 	}
 	return b.app.serveForward(ctx, o, func(c net.Conn) {
-		var t net.Conn
-		err := n.Do(func() (err error) {
-			t, err = (&net.Dialer{}).DialContext(ctx, "tcp", o.Target)
-			return err
-		})
+		t, err := dialIn(ctx, n, o.Target)
 		if err != nil {
 			b.app.logf("forward: %s: %v\n", o.Target, err)
 			c.Close()
@@ -205,11 +204,8 @@ func (a *app) relayCommand() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("relay: lab %s has no node %s with a namespace", l.Name, args[0])
 			}
-			var t net.Conn
-			if err := n.Do(func() (err error) {
-				t, err = (&net.Dialer{}).DialContext(cmd.Context(), "tcp", args[1])
-				return err
-			}); err != nil {
+			t, err := dialIn(cmd.Context(), n, args[1])
+			if err != nil {
 				return err
 			}
 			splice(stdio{a.stdin, a.stdout}, t)
@@ -218,6 +214,16 @@ func (a *app) relayCommand() *cobra.Command {
 	}
 	c.Flags().StringVar(&labName, "lab", "", "the lab")
 	return c
+}
+
+// dialIn opens a TCP connection to target from inside node n.
+func dialIn(ctx context.Context, n node.Node, target string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		return err
+	})
+	return c, err
 }
 
 // stdio is standard input and output as one stream.

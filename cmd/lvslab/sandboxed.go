@@ -51,9 +51,11 @@ func (b *sandboxBackend) forward(ctx context.Context, start bool, stdin io.Reade
 	return b.exec(ctx, c, append([]string{self()}, b.app.argv...), stdin, b.app.stdout, b.app.stderr)
 }
 
-func (b *sandboxBackend) exec(ctx context.Context, c *sandbox.Client, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// exec runs argv in the sandbox with this host's environment (and extra),
+// in this directory; a status other than 0 comes back as errExit.
+func (b *sandboxBackend) exec(ctx context.Context, c *sandbox.Client, argv []string, stdin io.Reader, stdout, stderr io.Writer, extra ...string) error {
 	dir, _ := os.Getwd()
-	env := sandbox.HostEnv()
+	env := append(sandbox.HostEnv(), extra...)
 	if newProgress(b.app.stderr).live {
 		env = append(env, envProgress+"=1") // the host's standard error is a terminal
 	}

@@ -198,11 +198,11 @@ func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {
 		return fmt.Errorf("shell: node %s: %w", o.Node, errNoKernel)
 	}
 	defer c.Close()
-	env := sandbox.HostEnv()
+	var size []string
 	var stdin io.Reader = b.app.stdin
 	if in, ok := b.app.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
 		if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
-			env = append(env, fmt.Sprintf("%s=%dx%d", envTTYSize, rows, cols))
+			size = append(size, fmt.Sprintf("%s=%dx%d", envTTYSize, rows, cols))
 		}
 		old, err := term.MakeRaw(int(in.Fd()))
 		if err != nil {
@@ -239,13 +239,5 @@ func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {
 		}()
 		stdin = pr
 	}
-	dir, _ := os.Getwd()
-	code, err := c.Exec(ctx, sandbox.Request{Argv: append([]string{self()}, b.app.argv...), Env: env, Dir: dir}, stdin, b.app.stdout, b.app.stderr)
-	if err != nil {
-		return err
-	}
-	if code != 0 {
-		return errExit(code)
-	}
-	return nil
+	return b.exec(ctx, c, append([]string{self()}, b.app.argv...), stdin, b.app.stdout, b.app.stderr, size...)
 }
