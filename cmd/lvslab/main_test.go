@@ -278,7 +278,7 @@ func TestInterruptRollsBackInSandbox(t *testing.T) {
 // and stays up with the labs it holds.
 func TestRefusesLabThatDoesNotFit(t *testing.T) {
 	bin := binary(t)
-	t.Setenv("LVSLAB_SANDBOX_MEM", "160M")
+	t.Setenv("LVSLAB_SANDBOX_MEM", "192M")
 	refused := ""
 	for i := range 30 {
 		_, stderr, code := lv(t, bin, "up", "--kernel", "uml", "--name", fmt.Sprintf("m%d", i), "scenarios/nat-rr.yaml")
@@ -288,7 +288,7 @@ func TestRefusesLabThatDoesNotFit(t *testing.T) {
 		}
 	}
 	if !strings.Contains(refused, "not enough memory for another lab") || !strings.Contains(refused, "LVSLAB_SANDBOX_MEM=") {
-		t.Fatalf("no clear refusal within 30 labs in a 160M kernel: %q", refused)
+		t.Fatalf("no clear refusal within 30 labs in a 192M kernel: %q", refused)
 	}
 	if out, _, _ := lv(t, bin, "sandbox", "status"); !strings.Contains(out, "running, labs: m0") {
 		t.Errorf("the kernel or its labs did not survive the refusal: %s", out)
