@@ -32,6 +32,17 @@ func verifyJSON(args ...string) ([]verify.Outcome, string, int) {
 	return results, stderr, code
 }
 
+// expectAllPassed requires every outcome of a verify run to pass and the run
+// to exit 0. The outcomes come first: a failed step's message says more than
+// the exit status does.
+func expectAllPassed(results []verify.Outcome, stderr string, code int) {
+	GinkgoHelper()
+	for _, r := range results {
+		Expect(r.Passed).To(BeTrue(), "%s %s: %s", r.Step, r.Check, r.Message)
+	}
+	Expect(code).To(Equal(0), stderr)
+}
+
 // schemas checks lvslab's JSON output against its published schemas.
 var schemas = func() *jsonview.Validator {
 	v, err := jsonview.NewValidator()
