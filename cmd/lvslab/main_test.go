@@ -66,13 +66,16 @@ func lv(t *testing.T, cli clitest.CLI, args ...string) (string, string, int) {
 	return r.Stdout, r.Stderr, r.Code
 }
 
-// umlProcesses counts host processes of the sandbox kernel.
+// umlProcesses counts host processes of the kept sandbox kernel (the one in
+// sandbox.DefaultDir), and of no other: throwaway sandbox kernels (make
+// privileged's, and hostkernel's) may run beside these tests.
 func umlProcesses() int {
 	n := 0
+	kept := "\x00uml_dir=" + filepath.Join(sandbox.DefaultDir, "uml") + "\x00"
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), "umid=lvslab") {
+		if err == nil && strings.Contains(string(b), kept) {
 			n++
 		}
 	}
