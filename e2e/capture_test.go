@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/lvslab/lvslab/pkg/capture"
+	"github.com/lvslab/lvslab/pkg/lab"
+	"github.com/lvslab/lvslab/pkg/scenario"
 )
 
 // captureWhile runs lvslab capture with args until it returns, sending
@@ -112,6 +115,28 @@ var _ = Describe("lvslab capture", Label("capture", "dr"), func() {
 			lv("exec", "--lab", "cap-tun", "client", "--", "curl", "-s", "-o", "/dev/null", "--max-time", "2", "http://203.0.113.1/")
 		}, "--lab", "cap-tun", "web1", "eth1", "--filter", "ipip", "-c", "1")
 		Expect(out).To(MatchRegexp(`^\d+\.\d{6} in  \S+ > \S+ IP 203\.0\.113\.2 > 203\.0\.113\.11 IPIP: IP 203\.0\.113\.10:\d+ > 203\.0\.113\.1:80 TCP \[S\]`))
+	})
+
+	It("judges a check's capture: DR's replies come from the real servers' MACs, so a check expecting them from the director fails, naming what it saw", func() {
+		zero := 0
+		file := variant("scenarios/dr-rr.yaml", func(s *scenario.Scenario) {
+			s.Checks = []lab.Check{{
+				Name: "replies through the director (wrong for DR)", From: "client", Dev: "eth1", HTTP: "http://203.0.113.1/", Requests: 2,
+				Capture: &lab.Capture{Node: "client", Dev: "eth1", Filter: "tcp and src port 80"},
+				Expect:  lab.Expect{Counts: map[string]int{"web1": 1, "web2": 1}, Frames: []lab.FrameMatch{{From: "director", To: "client"}, {From: "web1", Src: netip.MustParseAddr("203.0.113.1")}, {From: "director", Count: &zero}}},
+			}}
+		})
+		results, _, code := verifyJSON(file)
+		Expect(code).To(Equal(1))
+		Expect(results).To(HaveLen(1))
+		r := results[0]
+		Expect(r.Passed).To(BeFalse())
+		// Each real server's segments, none from the director: the
+		// expectations that hold (web1's, and none from the director) are
+		// not named.
+		Expect(r.Message).To(MatchRegexp(`^no frame director > client in the capture \(\d+ frames\)$`))
+		Expect(r.Frames).To(ContainElement(MatchRegexp(`^\d+\.\d{6} in  \S+ > \S+ IP 203\.0\.113\.1:80 > 203\.0\.113\.10:\d+ TCP \[S\.\] .*  \(web1 > client\)$`)))
+		Expect(r.Frames).To(ContainElement(HaveSuffix("  (web2 > client)")))
 	})
 
 	It("refuses a filter it cannot read, naming the word, before capturing", func() {

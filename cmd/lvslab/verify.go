@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/lvslab/lvslab/pkg/apply"
 	"github.com/lvslab/lvslab/pkg/ipvsadm"
+	"github.com/lvslab/lvslab/pkg/jsonview"
 	"github.com/lvslab/lvslab/pkg/lab"
 	htmlreport "github.com/lvslab/lvslab/pkg/report"
 	"github.com/lvslab/lvslab/pkg/scenario"
@@ -101,9 +101,11 @@ func report(ctx context.Context, w io.Writer, o VerifyOptions, s *scenario.Scena
 		}
 	}
 	if o.JSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+		b, err := jsonview.Marshal(results)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
 			return err
 		}
 	} else {
@@ -202,6 +204,9 @@ func writeResults(w io.Writer, labName, file string, k verify.Kernel, results []
 		}
 		if r.Kind == lab.CheckARP && len(r.Replies) == 0 {
 			fmt.Fprintln(w, "  no ARP reply")
+		}
+		for _, f := range r.Frames {
+			fmt.Fprintf(w, "  | %s\n", f)
 		}
 		if r.Message != "" {
 			fmt.Fprintf(w, "  %s\n", r.Message)

@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -49,6 +50,34 @@ func syn(t *testing.T, ethSrc, ethDst net.HardwareAddr, outer *layers.IPv4) []by
 	return frame(t, append(ls, ip, tcp)...)
 }
 
+// ack is web1's ACK to the client, straight from its MAC (DR's reply).
+func ack(t *testing.T) []byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: vip, DstIP: client}
+	tcp := &layers.TCP{SrcPort: 80, DstPort: 40000, Seq: 5000, Ack: 1001, ACK: true, Window: 64240}
+	_ = tcp.SetNetworkLayerForChecksum(ip)
+	return frame(t, &layers.Ethernet{SrcMAC: webMAC, DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, tcp)
+}
+
+// A frame's header: MACs, the outer IP addresses (ARP's for ARP), and the
+// tunnelled packet's.
+func TestHeaderOf(t *testing.T) {
+	a := func(ip net.IP) netip.Addr { x, _ := netip.AddrFromSlice(ip); return x }
+	for name, c := range map[string]struct {
+		data []byte
+		want Header
+	}{
+		"arp":  {arpFrame(t, layers.ARPReply, dirMAC, clientMAC, vip, client), Header{SrcMAC: dirMAC, DstMAC: clientMAC, Src: a(vip), Dst: a(client)}},
+		"dr":   {syn(t, dirMAC, webMAC, nil), Header{SrcMAC: dirMAC, DstMAC: webMAC, Src: a(client), Dst: a(vip)}},
+		"ipip": {syn(t, dirMAC, webMAC, &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolIPv4, SrcIP: dip, DstIP: rip}), Header{SrcMAC: dirMAC, DstMAC: webMAC, Src: a(dip), Dst: a(rip), InnerSrc: a(client), InnerDst: a(vip)}},
+	} {
+		got := HeaderOf(Decode(c.data))
+		if got.SrcMAC.String() != c.want.SrcMAC.String() || got.DstMAC.String() != c.want.DstMAC.String() ||
+			got.Src != c.want.Src || got.Dst != c.want.Dst || got.InnerSrc != c.want.InnerSrc || got.InnerDst != c.want.InnerDst {
+			t.Errorf("%s: %+v, want %+v", name, got, c.want)
+		}
+	}
+}
+
 // One line per frame: ARP with its MACs, a DR frame (the real server's MAC,
 // the VIP as destination), IP-in-IP for TUN.
 func TestLine(t *testing.T) {
@@ -80,20 +109,23 @@ func TestFilter(t *testing.T) {
 		"arp":  arpFrame(t, layers.ARPRequest, clientMAC, bcast, client, vip),
 		"dr":   syn(t, dirMAC, webMAC, nil),
 		"ipip": syn(t, dirMAC, webMAC, &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolIPv4, SrcIP: dip, DstIP: rip}),
+		"ack":  ack(t),
 	}
 	for _, c := range []struct {
 		filter string
 		pass   []string
 	}{
 		{"arp", []string{"arp"}},
-		{"tcp", []string{"dr", "ipip"}},
-		{"not arp", []string{"dr", "ipip"}},
+		{"tcp", []string{"dr", "ipip", "ack"}},
+		{"syn", []string{"dr", "ipip"}},
+		{"tcp and not syn", []string{"ack"}},
+		{"not arp", []string{"dr", "ipip", "ack"}},
 		{"ipip", []string{"ipip"}},
-		{"host 203.0.113.1", []string{"arp", "dr"}}, // the outer header: the tunnel's is DIP > RIP
+		{"host 203.0.113.1", []string{"arp", "dr", "ack"}}, // the outer header: the tunnel's is DIP > RIP
 		{"dst host 203.0.113.11", []string{"ipip"}},
 		{"tcp and dst port 80", []string{"dr", "ipip"}},
-		{"src port 80", nil},
-		{"arp or (tcp and not ipip)", []string{"arp", "dr"}},
+		{"src port 80", []string{"ack"}},
+		{"arp or (tcp and not ipip)", []string{"arp", "dr", "ack"}},
 		{"ether dst 02:00:00:00:00:0b && !ipip", []string{"dr"}},
 		{"ether host ff:ff:ff:ff:ff:ff", []string{"arp"}},
 	} {
@@ -116,7 +148,7 @@ func TestFilter(t *testing.T) {
 		"tcp and":           `filter "tcp and": it ends too soon`,
 		"port http":         `filter "port http": port "http": not a port number`,
 		"host 203.0.113.":   `filter "host 203.0.113.": host "203.0.113.": not an IP address`,
-		"vlan 10":           `filter "vlan 10": "vlan": not a primitive lvslab reads (arp, ip, ip6, tcp, udp, icmp, ipip, host, port, ether host, src/dst)`,
+		"vlan 10":           `filter "vlan 10": "vlan": not a primitive lvslab reads (arp, ip, ip6, tcp, udp, icmp, ipip, syn, host, port, ether host, src/dst)`,
 		"(arp":              `filter "(arp": ( without )`,
 		"arp tcp":           `filter "arp tcp": "tcp": expected and, or, or the end`,
 		"ether host 1:2:3x": `filter "ether host 1:2:3x": ether host "1:2:3x": not a MAC address`,

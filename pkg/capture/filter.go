@@ -15,6 +15,7 @@ import (
 // Go on the decoded frame (lvslab compiles no BPF: that needs libpcap).
 //
 //	primitives: arp  ip  ip6  tcp  udp  icmp  ipip
+//	            syn                      (lvslab's: a TCP SYN without ACK, a connection's first segment)
 //	            [src|dst] host ADDR      (an IP address: the outer IP header, or ARP's)
 //	            [src|dst] port N         (TCP or UDP, the innermost header)
 //	            ether [src|dst] host MAC
@@ -150,6 +151,11 @@ func (p *parser) primitive(w string) (expr, error) {
 		return match(func(pk gopacket.Packet) bool {
 			return pk.Layer(layers.LayerTypeICMPv4) != nil || pk.Layer(layers.LayerTypeICMPv6) != nil
 		}), nil
+	case "syn":
+		return match(func(pk gopacket.Packet) bool {
+			t, ok := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			return ok && t.SYN && !t.ACK
+		}), nil
 	case "ipip":
 		return match(func(pk gopacket.Packet) bool {
 			n := 0
@@ -193,7 +199,7 @@ func (p *parser) primitive(w string) (expr, error) {
 	case "host", "port":
 		return p.hostPort("", w)
 	}
-	return nil, fmt.Errorf("%q: not a primitive lvslab reads (arp, ip, ip6, tcp, udp, icmp, ipip, host, port, ether host, src/dst)", w)
+	return nil, fmt.Errorf("%q: not a primitive lvslab reads (arp, ip, ip6, tcp, udp, icmp, ipip, syn, host, port, ether host, src/dst)", w)
 }
 
 func (p *parser) hostPort(dir, kind string) (expr, error) {
@@ -230,6 +236,43 @@ func (p *parser) hostPort(dir, kind string) (expr, error) {
 		s, d, ok := addresses(pk)
 		return ok && ((dir != "dst" && s == addr) || (dir != "src" && d == addr))
 	}), nil
+}
+
+// Header is what identifies a frame: its Ethernet addresses, its IP
+// addresses (the outer header's, or ARP's sender and target), and for IP in
+// IP those of the packet it carries.
+type Header struct {
+	SrcMAC, DstMAC     net.HardwareAddr
+	Src, Dst           netip.Addr
+	InnerSrc, InnerDst netip.Addr
+}
+
+// HeaderOf reads a decoded frame's Header; fields the frame lacks stay zero.
+func HeaderOf(p gopacket.Packet) Header {
+	var h Header
+	if eth, ok := p.LinkLayer().(*layers.Ethernet); ok {
+		h.SrcMAC, h.DstMAC = eth.SrcMAC, eth.DstMAC
+	}
+	h.Src, h.Dst, _ = addresses(p)
+	depth := 0
+	for _, l := range p.Layers() {
+		var s, d netip.Addr
+		switch ip := l.(type) {
+		case *layers.IPv4:
+			s, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+			d, _ = netip.AddrFromSlice(ip.DstIP.To4())
+		case *layers.IPv6:
+			s, _ = netip.AddrFromSlice(ip.SrcIP)
+			d, _ = netip.AddrFromSlice(ip.DstIP)
+		default:
+			continue
+		}
+		if depth == 1 {
+			h.InnerSrc, h.InnerDst = s, d
+		}
+		depth++
+	}
+	return h
 }
 
 // addresses are a frame's outer IP addresses, or its ARP protocol addresses.

@@ -73,10 +73,12 @@ func (v *Validator) Validate(schema string, data []byte) error {
 	return nil
 }
 
-// Marshal writes v as indented JSON, as lvslab prints it.
+// Marshal writes v as indented JSON, as lvslab prints it: text as it is
+// (a captured frame's "a > b" is not written "a \u003e b").
 func Marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return nil, err

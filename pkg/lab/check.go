@@ -58,6 +58,62 @@ type Check struct {
 	// (1 when not given); Hint is shown to a student whose lab fails it.
 	Points int
 	Hint   string
+	// Capture, when set, records one interface's frames while the check
+	// sends; Expect.Frames judges them, and the outcome shows them.
+	Capture *Capture
+}
+
+// Capture is where a check records frames: a node's interface, and which of
+// its frames to keep (the filter language of lvslab capture; empty: all).
+type Capture struct {
+	Node   string
+	Dev    string
+	Filter string
+}
+
+// Broadcast is what a FrameMatch's To names for the Ethernet broadcast address.
+const Broadcast = "broadcast"
+
+// FrameMatch describes frames a check's capture must hold. Every field given
+// must match: From and To name the nodes whose MACs are the frame's Ethernet
+// source and destination (To may be Broadcast); Src and Dst are its IP addresses (the outer
+// header's, or ARP's sender and target); InnerSrc and InnerDst those of the
+// packet an IP-in-IP frame carries. Count is how many frames match exactly;
+// nil means at least one.
+type FrameMatch struct {
+	From, To           string
+	Src, Dst           netip.Addr
+	InnerSrc, InnerDst netip.Addr
+	Count              *int
+}
+
+// String says which frames the match describes: "director > web1, to
+// 203.0.113.1".
+func (m FrameMatch) String() string {
+	var parts []string
+	if m.From != "" || m.To != "" {
+		parts = append(parts, fmt.Sprintf("%s > %s", orAny(m.From), orAny(m.To)))
+	}
+	ip := func(what string, a netip.Addr) {
+		if a.IsValid() {
+			parts = append(parts, what+" "+a.String())
+		}
+	}
+	ip("from", m.Src)
+	ip("to", m.Dst)
+	ip("inner from", m.InnerSrc)
+	ip("inner to", m.InnerDst)
+	if len(parts) == 0 {
+		return "any frame"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func orAny(node string) string {
+	if node == "" {
+		return "any"
+	}
+	return node
 }
 
 // Kind names what the check sends.
@@ -83,6 +139,7 @@ type Expect struct {
 	Servers   []string       // answers only from these servers
 	Answerers []string       // ARP: exactly these nodes answer
 	Failures  int            // requests that must fail (default 0)
+	Frames    []FrameMatch   // what the check's capture must hold
 }
 
 // Destination is where an HTTP or UDP check sends to: its URL's address and

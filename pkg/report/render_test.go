@@ -78,7 +78,7 @@ func TestRenderInChromium(t *testing.T) {
 		"verdict: failed",
 		"a check that failed <here>",
 		"predicted", "observed",
-		"ARP reply from", "02:79:68:84:fe:c4",
+		"ARP reply from", "8e:d0:67:73:de:d0", "captured frames (4)",
 		"The director's IPVS table at the end",
 		"IPVS connection entries",
 		"kernel 6.1.176",

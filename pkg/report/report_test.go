@@ -12,7 +12,8 @@ import (
 )
 
 // outcomes are two real runs' results: nat-steps (sequences, steps) and
-// dr-arp-flux (ARP replies), as lvslab verify --json wrote them.
+// dr-arp-flux (ARP replies, and the frames its check captured), as lvslab
+// verify --json wrote them.
 func outcomes(t *testing.T) []verify.Outcome {
 	t.Helper()
 	var all []verify.Outcome
@@ -54,7 +55,9 @@ func TestWrite(t *testing.T) {
 		"a check that failed &lt;here&gt;", // escaped
 		`<td class="differ">web2</td>`,
 		"step 3: ", // steps group the checks
-		"<code>02:79:68:84:fe:c4</code>",
+		"<code>8e:d0:67:73:de:d0</code>",
+		"<summary>captured frames (4)</summary>",
+		"ARP 203.0.113.1 is-at d6:9b:f6:26:1a:45  (web1 &gt; client)",
 		`<pre id="table">IP Virtual Server`,
 		"IPVS connection entries",
 		"kernel <code>6.1.176</code>",

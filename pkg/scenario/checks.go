@@ -7,19 +7,37 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lvslab/lvslab/pkg/capture"
 	"github.com/lvslab/lvslab/pkg/lab"
 )
 
 type rawCheck struct {
-	Name    string    `yaml:"name,omitempty"`
-	From    string    `yaml:"from,omitempty"`
-	HTTP    *rawHTTP  `yaml:"http,omitempty"`
-	UDP     *rawUDP   `yaml:"udp,omitempty"`
-	ARP     *rawARP   `yaml:"arp,omitempty"`
-	Sources int       `yaml:"sources,omitempty"`
-	Expect  rawExpect `yaml:"expect,omitempty"`
-	Points  *int      `yaml:"points,omitempty"`
-	Hint    string    `yaml:"hint,omitempty"`
+	Name    string      `yaml:"name,omitempty"`
+	From    string      `yaml:"from,omitempty"`
+	HTTP    *rawHTTP    `yaml:"http,omitempty"`
+	UDP     *rawUDP     `yaml:"udp,omitempty"`
+	ARP     *rawARP     `yaml:"arp,omitempty"`
+	Sources int         `yaml:"sources,omitempty"`
+	Expect  rawExpect   `yaml:"expect,omitempty"`
+	Points  *int        `yaml:"points,omitempty"`
+	Hint    string      `yaml:"hint,omitempty"`
+	Capture *rawCapture `yaml:"capture,omitempty"`
+}
+
+type rawCapture struct {
+	Node   string `yaml:"node,omitempty"`
+	Dev    string `yaml:"dev,omitempty"`
+	Filter string `yaml:"filter,omitempty"`
+}
+
+type rawFrame struct {
+	From     string `yaml:"from,omitempty"`
+	To       string `yaml:"to,omitempty"`
+	Src      string `yaml:"src,omitempty"`
+	Dst      string `yaml:"dst,omitempty"`
+	InnerSrc string `yaml:"inner_src,omitempty"`
+	InnerDst string `yaml:"inner_dst,omitempty"`
+	Count    *int   `yaml:"count,omitempty"`
 }
 
 type rawHTTP struct {
@@ -46,6 +64,7 @@ type rawExpect struct {
 	Servers   []string       `yaml:"servers,omitempty"`
 	Answerers *[]string      `yaml:"answerers,omitempty"` // [] (none) differs from absent
 	Failures  int            `yaml:"failures,omitempty"`
+	Frames    []rawFrame     `yaml:"frames,omitempty"`
 }
 
 // maxHold bounds the connections a check holds open at once.
@@ -173,7 +192,76 @@ func parseCheck(s *Scenario, field string, rc rawCheck, fail failFunc) (lab.Chec
 			return c, fail(field+".expect", "%q is not a node", name)
 		}
 	}
+	if err := parseCapture(s, field, rc, &c, fail); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// maxFrames bounds a frame match's count: more than a check's capture keeps.
+const maxFrames = 100000
+
+// parseCapture reads a check's capture and the frames it must hold.
+func parseCapture(s *Scenario, field string, rc rawCheck, c *lab.Check, fail failFunc) error {
+	if rc.Capture == nil {
+		if len(rc.Expect.Frames) > 0 {
+			return fail(field+".expect.frames", "only with capture (where the frames are recorded)")
+		}
+		return nil
+	}
+	cp := rc.Capture
+	if cp.Node == "" {
+		return fail(field+".capture.node", "missing (the node whose interface is captured)")
+	}
+	if _, ok := s.Topology.Nodes[cp.Node]; !ok {
+		return fail(field+".capture.node", "node %q is not in the topology", cp.Node)
+	}
+	c.Capture = &lab.Capture{Node: cp.Node, Dev: cp.Dev, Filter: cp.Filter}
+	if c.Capture.Dev == "" {
+		c.Capture.Dev = "eth1"
+	}
+	if ifs := s.Topology.Interfaces(cp.Node); !slices.Contains(ifs, c.Capture.Dev) && c.Capture.Dev != "lo" {
+		return fail(field+".capture.dev", "%q is not an interface of %s (it has %s)", c.Capture.Dev, cp.Node, strings.Join(append(ifs, "lo"), ", "))
+	}
+	if cp.Filter != "" {
+		if _, err := capture.ParseFilter(cp.Filter); err != nil {
+			return fail(field+".capture.filter", "%v", err)
+		}
+	}
+	for i, rf := range rc.Expect.Frames {
+		ff := fmt.Sprintf("%s.expect.frames[%d]", field, i)
+		m := lab.FrameMatch{From: rf.From, To: rf.To, Count: rf.Count}
+		for _, n := range []struct{ key, name string }{{"from", rf.From}, {"to", rf.To}} {
+			if n.key == "to" && n.name == lab.Broadcast {
+				continue
+			}
+			if _, ok := s.Topology.Nodes[n.name]; n.name != "" && !ok {
+				return fail(ff+"."+n.key, "node %q is not in the topology", n.name)
+			}
+		}
+		for _, a := range []struct {
+			key  string
+			text string
+			to   *netip.Addr
+		}{{"src", rf.Src, &m.Src}, {"dst", rf.Dst, &m.Dst}, {"inner_src", rf.InnerSrc, &m.InnerSrc}, {"inner_dst", rf.InnerDst, &m.InnerDst}} {
+			if a.text == "" {
+				continue
+			}
+			addr, err := netip.ParseAddr(a.text)
+			if err != nil {
+				return fail(ff+"."+a.key, "%q is not an IP address", a.text)
+			}
+			*a.to = addr
+		}
+		if m.Count != nil && (*m.Count < 0 || *m.Count > maxFrames) {
+			return fail(ff+".count", "%d is out of range (0..%d)", *m.Count, maxFrames)
+		}
+		if m == (lab.FrameMatch{Count: m.Count}) {
+			return fail(ff, "give at least one of from, to, src, dst, inner_src, inner_dst")
+		}
+		c.Expect.Frames = append(c.Expect.Frames, m)
+	}
+	return nil
 }
 
 // checkConcurrency refuses, for a check with connections in flight at once,

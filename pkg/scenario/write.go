@@ -3,6 +3,7 @@ package scenario
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 
 	"github.com/lvslab/lvslab/pkg/lab"
@@ -170,6 +171,19 @@ func marshalCheck(c lab.Check) rawCheck {
 		rc.Expect.Sequence = e.Sequence
 	}
 	rc.Expect.Counts, rc.Expect.Sticky, rc.Expect.Servers, rc.Expect.Failures = e.Counts, e.Sticky, e.Servers, e.Failures
+	if c.Capture != nil {
+		rc.Capture = &rawCapture{Node: c.Capture.Node, Dev: c.Capture.Dev, Filter: c.Capture.Filter}
+	}
+	for _, m := range e.Frames {
+		addr := func(a netip.Addr) string {
+			if a.IsValid() {
+				return a.String()
+			}
+			return ""
+		}
+		rc.Expect.Frames = append(rc.Expect.Frames, rawFrame{From: m.From, To: m.To, Src: addr(m.Src), Dst: addr(m.Dst),
+			InnerSrc: addr(m.InnerSrc), InnerDst: addr(m.InnerDst), Count: m.Count})
+	}
 	return rc
 }
 

@@ -32,6 +32,7 @@ type Outcome struct {
 	Counts    map[string]int `json:"counts,omitempty"`
 	Errors    []string       `json:"errors,omitempty"`
 	Replies   []Reply        `json:"replies,omitempty"` // ARP
+	Frames    []string       `json:"frames,omitempty"`  // what the check's capture kept
 	Duration  time.Duration  `json:"durationNs"`
 	Step      string         `json:"step,omitempty"` // "step 2: web2 stops", for a step's action and its checks
 }
@@ -87,6 +88,14 @@ func (v *Judge) Run(ctx context.Context) []Outcome {
 }
 
 func (v *Judge) run(ctx context.Context, c lab.Check) Outcome {
+	if c.Capture != nil {
+		return v.captured(ctx, c)
+	}
+	return v.send(ctx, c)
+}
+
+// send runs a check: its requests, or its ARP probe.
+func (v *Judge) send(ctx context.Context, c lab.Check) Outcome {
 	from, ok := v.Nodes[c.From]
 	if !ok {
 		return Outcome{Message: fmt.Sprintf("node %s is not in lab %s", c.From, v.Lab)}
@@ -687,15 +696,9 @@ func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome
 	if err != nil {
 		return Outcome{Message: err.Error()}
 	}
-	owners := map[string]string{}
-	for name, n := range v.Nodes {
-		macs, err := n.MACs()
-		if err != nil {
-			return Outcome{Message: err.Error()}
-		}
-		for _, mac := range macs {
-			owners[mac] = name
-		}
+	owners, err := v.macOwners()
+	if err != nil {
+		return Outcome{Message: err.Error()}
 	}
 	var who []string
 	for _, rep := range probe.Replies {
@@ -714,6 +717,21 @@ func (v *Judge) runARP(ctx context.Context, c lab.Check, from node.Node) Outcome
 		r.Message = fmt.Sprintf("answered by %v, expected %v", got, want)
 	}
 	return r
+}
+
+// macOwners maps each MAC address of the lab's nodes to its node.
+func (v *Judge) macOwners() (map[string]string, error) {
+	owners := map[string]string{}
+	for name, n := range v.Nodes {
+		macs, err := n.MACs()
+		if err != nil {
+			return nil, err
+		}
+		for _, mac := range macs {
+			owners[mac] = name
+		}
+	}
+	return owners, nil
 }
 
 // An inconclusive ARP probe is tried again this many times at most, its
