@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -162,7 +163,7 @@ func verdictStatus(results []verify.Outcome, allowSkip bool) error {
 // writeResults prints results for people: a bar per server, predicted and
 // observed sequences, ARP replies, and pass or fail per check.
 func writeResults(w io.Writer, labName, file string, k verify.Kernel, results []verify.Outcome) {
-	fmt.Fprintf(w, "lab %s (%s) on kernel %s\n", labName, file, k)
+	fmt.Fprintf(w, "lab %s (%s) on kernel %s\n", labName, relPath(file), k)
 	passed, failed, skipped := 0, 0, 0
 	step := ""
 	for _, r := range results {
@@ -291,4 +292,17 @@ func writeJUnit(path, labName string, k verify.Kernel, results []verify.Outcome)
 		return err
 	}
 	return os.WriteFile(path, append([]byte(xml.Header), append(b, '\n')...), 0o644)
+}
+
+// relPath writes file relative to the working directory when it lies under
+// it (scenarios/nat-rr.yaml, as the user typed it), else as it is.
+func relPath(file string) string {
+	wd, err := os.Getwd()
+	if err != nil || !filepath.IsAbs(file) {
+		return file
+	}
+	if rel, err := filepath.Rel(wd, file); err == nil && filepath.IsLocal(rel) {
+		return rel
+	}
+	return file
 }
