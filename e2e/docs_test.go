@@ -87,6 +87,7 @@ var volatile = []struct {
 	{regexp.MustCompile(`:(102[4-9]|10[3-9]\d|1[1-9]\d\d|[2-9]\d\d\d|[1-6]\d{4})\b`), ":<port>"},
 	{regexp.MustCompile(`(?m)^(TCP|UDP|IP) +\d\d:\d\d\b`), "$1 <mm:ss>"}, // ipvsadm -Lnc's expiry (not an address's "12:80")
 	{regexp.MustCompile(`pid \d+`), "pid <n>"},
+	{regexp.MustCompile(`(?m)\b(REACHABLE|STALE|DELAY|PROBE) *$`), "<nud>"}, // a neighbour entry's state, at a line's end
 }
 
 func sortedLines(s string) string {

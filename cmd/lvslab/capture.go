@@ -144,6 +144,10 @@ func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 		}()
 	}
 	err = s.Run(ctx, opts, each)
-	b.app.logf("%d frames\n", frames)
+	if frames == 1 {
+		b.app.logf("1 frame\n")
+	} else {
+		b.app.logf("%d frames\n", frames)
+	}
 	return err
 }
