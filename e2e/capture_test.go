@@ -36,7 +36,7 @@ func captureWhile(send func(), args ...string) string {
 		select {
 		case r := <-done:
 			Expect(r.code).To(Equal(0), r.stderr)
-			Expect(r.stderr).To(MatchRegexp(`capturing on \S+ \S+\n\d+ frames\n`))
+			Expect(r.stderr).To(MatchRegexp(`capturing on \S+ \S+\n(1 frame|\d+ frames)\n`))
 			return r.out
 		default:
 			send()
@@ -143,5 +143,8 @@ var _ = Describe("lvslab capture", Label("capture", "dr"), func() {
 		_, stderr, code := lv("capture", "client", "eth1", "--filter", "tcp and vlan 10")
 		Expect(code).To(Equal(64))
 		Expect(stderr).To(ContainSubstring(`--filter: filter "tcp and vlan 10": "vlan": not a primitive lvslab reads`))
+		_, stderr, code = lv("capture", "client", "eth1", "--from", "web1")
+		Expect(code).To(Equal(64))
+		Expect(stderr).To(ContainSubstring("--from web1: give the command to run there after --"))
 	})
 })

@@ -26,6 +26,8 @@ type CaptureOptions struct {
 	// While is a command run in the node once the capture has begun; the
 	// capture ends a moment after it exits (its output goes to stderr).
 	While []string
+	// From is the node While runs in; "" is the captured node.
+	From string
 }
 
 func (a *app) captureCommand() *cobra.Command {
@@ -44,11 +46,13 @@ udp, icmp, ipip, [src|dst] host ADDR, [src|dst] port N, ether [src|dst] host
 MAC, joined by not, and, or and parentheses. The capture ends after -c frames,
 after --timeout, or on Ctrl-C. "capturing on NODE IFACE" on standard error says
 when the socket is open. With a COMMAND after --, lvslab runs it in the node
-once the socket is open (its output on standard error) and ends the capture
-half a second after it exits: one command line captures an exchange.`,
+once the socket is open (its output on standard error; --from runs it in
+another node of the lab) and ends the capture half a second after it exits:
+one command line captures an exchange.`,
 		Example: "  lvslab capture client eth1 --filter arp -- arping -c 1 -i eth1 203.0.113.1\n" +
 			"  lvslab capture client eth1 --filter arp -c 2\n" +
-			"  lvslab capture web1 eth1 --filter 'tcp and port 80' -c 10 -w dr.pcap",
+			"  lvslab capture web1 eth1 --filter 'tcp and port 80' -c 10 -w dr.pcap\n" +
+			"  lvslab capture web1 eth1 --filter syn --from client -- curl -s http://203.0.113.1/",
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
 			if (dash < 0 && len(args) != 2) || (dash >= 0 && (dash != 2 || len(args) == 2)) {
@@ -63,6 +67,9 @@ half a second after it exits: one command line captures an exchange.`,
 					return usageError{fmt.Errorf("--filter: %w", err)}
 				}
 			}
+			if o.From != "" && len(o.While) == 0 {
+				return usageError{fmt.Errorf("--from %s: give the command to run there after --", o.From)}
+			}
 			if o.Count < 0 {
 				return usageError{fmt.Errorf("-c %d: give a count of 1 or more (0: no limit)", o.Count)}
 			}
@@ -74,6 +81,7 @@ half a second after it exits: one command line captures an exchange.`,
 	c.Flags().DurationVar(&o.Timeout, "timeout", 0, "stop after this long (0: no limit)")
 	c.Flags().StringVar(&o.Filter, "filter", "", "which frames: arp, tcp and port 80, host 203.0.113.1, not arp, ...")
 	c.Flags().StringVarP(&o.Write, "write", "w", "", "write a pcap file instead of decoded lines")
+	c.Flags().StringVar(&o.From, "from", "", "run the command after -- in this node of the lab (default: the captured node)")
 	return labCommand(c)
 }
 
@@ -88,6 +96,13 @@ func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 	n, ok := l.Handles()[o.Node]
 	if !ok {
 		return fmt.Errorf("lab %s has no node %s with a namespace", l.Name, o.Node)
+	}
+	from := o.Node
+	if o.From != "" {
+		if _, ok := l.Handles()[o.From]; !ok {
+			return usageError{fmt.Errorf("--from %s: lab %s has no such node", o.From, l.Name)}
+		}
+		from = o.From
 	}
 	opts := capture.Options{Count: o.Count, Timeout: o.Timeout}
 	if o.Filter != "" {
@@ -133,7 +148,7 @@ func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 		quiet := *b.app
 		quiet.stdout = b.app.stderr // the command's output must not mix with the frames
 		go func() {
-			if err := (&localBackend{app: &quiet}).Exec(ctx, ExecOptions{Lab: l.Name, Node: o.Node, Argv: o.While}); err != nil {
+			if err := (&localBackend{app: &quiet}).Exec(ctx, ExecOptions{Lab: l.Name, Node: from, Argv: o.While}); err != nil {
 				b.app.logf("%s: %v\n", strings.Join(o.While, " "), err)
 			}
 			select {
