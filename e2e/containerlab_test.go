@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -223,6 +227,62 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 			Expect(code).To(Equal(7), "the exit status comes back")
 		})
 
+		It("lvslab shell opens a shell in the container on a terminal the engine allocates: prompt, size and its changes, Ctrl-C, the exit status (tmux)", func() {
+			sock := filepath.Join(GinkgoT().TempDir(), "tmux.sock")
+			tm := func(args ...string) string {
+				out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+				Expect(err).NotTo(HaveOccurred(), "tmux %v: %s", args, out)
+				return string(out)
+			}
+			tm("new-session", "-d", "-s", "lvs", "-x", "100", "-y", "30",
+				fmt.Sprintf("cd %s && %s shell --lab %s client; echo EXIT=$?; sleep 60", cli.Dir, cli.Bin, nat))
+			DeferCleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
+			screen := func() string { return tm("capture-pane", "-p", "-t", "lvs") }
+			keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "lvs"}, k...)...) }
+			see := func(re string) {
+				GinkgoHelper()
+				Eventually(screen).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(MatchRegexp(re))
+			}
+			see(`(?m)^root@client:\S*#\s*$`)
+			keys("cat /etc/hostname; stty size", "Enter")
+			see(`(?m)^client\s*\n30 100\s*$`) // the container's own files, the window's size
+			tm("resize-window", "-t", "lvs", "-x", "120", "-y", "40")
+			keys("clear; stty size", "Enter")
+			see(`(?m)^40 120\s*$`)
+			keys("clear; sleep 30", "Enter")
+			time.Sleep(time.Second)
+			keys("C-c")
+			keys("echo alive-$((1+1))", "Enter")
+			see(`(?m)^alive-2\s*$`) // Ctrl-C stopped sleep in the container, not lvslab
+			keys("exit 3", "Enter")
+			see(`(?m)^EXIT=3\s*$`)
+		})
+
+		It("lvslab shell in a container takes the size and its changes in band, as the sandbox's agent sends them", func() {
+			// What lvslab on the host sends into the sandbox: the first size in
+			// LVSLAB_TTY_SIZE, later ones as an escape sequence in the input.
+			cmd := exec.Command(cli.Bin, "shell", "--lab", nat, "client")
+			cmd.Dir = cli.Dir
+			cmd.Env = append(os.Environ(), "LVSLAB_TTY_SIZE=30x100")
+			in, err := cmd.StdinPipe()
+			Expect(err).NotTo(HaveOccurred())
+			var mu sync.Mutex
+			var out strings.Builder
+			cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+			Expect(cmd.Start()).To(Succeed())
+			seen := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
+			_, _ = io.WriteString(in, "stty size\n")
+			Eventually(seen).WithTimeout(20 * time.Second).Should(MatchRegexp(`(?m)^30 100\r?$`))
+			_, _ = io.WriteString(in, "\x1b]lvslab-winsize;40;120\x07")
+			time.Sleep(500 * time.Millisecond) // the engine applies the size
+			_, _ = io.WriteString(in, "stty size\nexit 4\n")
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			Expect(errors.As(err, &ee)).To(BeTrue(), "%v: %s", err, seen())
+			Expect(ee.ExitCode()).To(Equal(4))
+			Expect(seen()).To(MatchRegexp(`(?m)^40 120\r?$`))
+		})
+
 		DescribeTable("passes lvslab verify for every shipped scenario of its topology, applied onto it",
 			applyAndVerify, entriesOf(nat, shippedOn("lvs-nat.clab.yml", "scenarios/nat-rr.yaml", "scenarios/nat-steps.yaml",
 				"scenarios/nat-ppc.yaml", "scenarios/nat-pcc.yaml", "scenarios/nat-fwmark.yaml", "scenarios/nat-ipv6.yaml", "scenarios/nat-udp.yaml")))
@@ -400,3 +460,8 @@ func must[T any](v T, err error) T {
 	Expect(err).NotTo(HaveOccurred())
 	return v
 }
+
+// writerFunc is a function as an io.Writer.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -17,8 +17,11 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/term"
 
+	"github.com/lvslab/lvslab/pkg/clab"
+	"github.com/lvslab/lvslab/pkg/clabrt"
 	"github.com/lvslab/lvslab/pkg/lab"
 	"github.com/lvslab/lvslab/pkg/sandbox"
+	"github.com/lvslab/lvslab/pkg/state"
 	"github.com/spf13/cobra"
 )
 
@@ -78,7 +81,7 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 		return fmt.Errorf("shell: node %s: %w", o.Node, err)
 	}
 	if l.Runtime == lab.RuntimeContainerlab {
-		return fmt.Errorf("shell: node %s is a container: use docker exec -it clab-%s-%s sh (lvslab shell knows network-namespace labs only, so far)", o.Node, l.Name, o.Node)
+		return b.containerShell(ctx, l, o)
 	}
 	n, ok := l.Handles()[o.Node]
 	if !ok {
@@ -136,7 +139,9 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 			_, _ = io.Copy(ptmx, b.app.stdin)
 			return
 		}
-		copyResizing(ptmx, b.app.stdin)
+		copyResizing(ptmx, b.app.stdin, func(rows, cols int) {
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+		})
 	}()
 	_, _ = io.Copy(b.app.stdout, ptmx) // ends when the shell and its children are gone (EIO)
 	err = cmd.Wait()
@@ -160,8 +165,8 @@ func parseSize(s string) (rows, cols int, ok bool) {
 }
 
 // copyResizing copies the terminal's input to the pseudo-terminal, taking
-// out the window size changes and applying them.
-func copyResizing(ptmx *os.File, in io.Reader) {
+// out the window size changes and passing them to resize.
+func copyResizing(ptmx io.Writer, in io.Reader, resize func(rows, cols int)) {
 	buf := make([]byte, 4096)
 	var pending []byte
 	for {
@@ -175,7 +180,7 @@ func copyResizing(ptmx *os.File, in io.Reader) {
 			rows, _ := strconv.Atoi(string(pending[loc[2]:loc[3]]))
 			cols, _ := strconv.Atoi(string(pending[loc[4]:loc[5]]))
 			_, _ = ptmx.Write(pending[:loc[0]])
-			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+			resize(rows, cols)
 			pending = pending[loc[1]:]
 		}
 		// Keep what may be the start of a size change; pass the rest on.
@@ -190,6 +195,87 @@ func copyResizing(ptmx *os.File, in io.Reader) {
 			return
 		}
 	}
+}
+
+// containerShellArgv is the container's interactive shell: bash when its
+// image has it, else sh (the node image's busybox).
+var containerShellArgv = []string{"sh", "-c", "command -v bash >/dev/null && exec bash --noprofile --norc -i; exec sh -i"}
+
+// containerShell opens a shell in a node's container on a terminal the
+// engine allocates, as docker exec -it does. Its size is this terminal's, or
+// inside the sandbox the one that came along, and follows its changes.
+func (b *localBackend) containerShell(ctx context.Context, l *state.Lab, o ShellOptions) error {
+	r, err := b.runner(ctx, false)
+	if err != nil {
+		return err
+	}
+	rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+	if err != nil {
+		return err
+	}
+	c, ok := rt.(clabrt.Containerlab)
+	if !ok {
+		return fmt.Errorf("shell: lab %s: runtime %s has no containers", l.Name, l.Runtime)
+	}
+	argv := o.Argv
+	if len(argv) == 0 {
+		argv = containerShellArgv
+	}
+	termName := os.Getenv("TERM")
+	if termName == "" {
+		termName = "xterm"
+	}
+	env := []string{"PS1=root@" + o.Node + ":\\w# ", "LVSLAB_NODE=" + o.Node, "TERM=" + termName}
+	resize := make(chan [2]uint, 8)
+	tty := clabrt.TTY{Resize: resize}
+	send := func(rows, cols int) {
+		select {
+		case resize <- [2]uint{uint(rows), uint(cols)}:
+		default: // a burst of changes: the next one wins
+		}
+	}
+	stdin := b.app.stdin
+	in, isTerm := b.app.stdin.(*os.File)
+	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
+	if isTerm { // lvslab on the lab's own kernel, in a terminal
+		cols, rows, err := term.GetSize(int(in.Fd()))
+		if err == nil {
+			tty.Rows, tty.Cols = uint(rows), uint(cols)
+		}
+		old, err := term.MakeRaw(int(in.Fd()))
+		if err != nil {
+			return err
+		}
+		defer term.Restore(int(in.Fd()), old)
+		winch := make(chan os.Signal, 1)
+		signal.Notify(winch, syscall.SIGWINCH)
+		defer signal.Stop(winch)
+		go func() {
+			for range winch {
+				if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
+					send(rows, cols)
+				}
+			}
+		}()
+	} else { // inside the sandbox: the size came along, and changes come in band
+		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
+			tty.Rows, tty.Cols = uint(rows), uint(cols)
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			copyResizing(pw, b.app.stdin, send)
+			_ = pw.Close()
+		}()
+		stdin = pr
+	}
+	code, err := c.ExecTTY(ctx, clab.ContainerName(l.Name, o.Node), argv, env, tty, stdin, b.app.stdout)
+	if err != nil {
+		return fmt.Errorf("shell: node %s: %w", o.Node, err)
+	}
+	if code != 0 {
+		return errExit(code)
+	}
+	return nil
 }
 
 func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {

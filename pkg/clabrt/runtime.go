@@ -345,6 +345,67 @@ func (c Containerlab) Exec(ctx context.Context, name string, argv []string, stdi
 	return st.ExitCode, nil
 }
 
+// TTY is a terminal for ExecTTY: its first size, and later sizes.
+type TTY struct {
+	Rows, Cols uint
+	Resize     <-chan [2]uint // rows, cols; nil when the size never changes
+}
+
+// ExecTTY runs argv with env inside a node's container on a pseudo-terminal
+// the engine allocates, as docker exec -it does: stdin is the terminal's
+// input (Ctrl-C there reaches the container's process as the terminal's
+// interrupt), stdout gets what the terminal shows, and size changes follow
+// tty.Resize. It returns argv's exit status.
+func (c Containerlab) ExecTTY(ctx context.Context, name string, argv, env []string, tty TTY, stdin io.Reader, stdout io.Writer) (int, error) {
+	cli, err := c.Client()
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	opts := container.ExecOptions{
+		Cmd: argv, Env: env, Tty: true, AttachStdin: true, AttachStdout: true, AttachStderr: true,
+	}
+	if tty.Rows > 0 && tty.Cols > 0 {
+		opts.ConsoleSize = &[2]uint{tty.Rows, tty.Cols}
+	}
+	ex, err := cli.ContainerExecCreate(ctx, name, opts)
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	att, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{Tty: true, ConsoleSize: opts.ConsoleSize})
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	defer att.Close()
+	if tty.Resize != nil {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			for {
+				select {
+				case sz := <-tty.Resize:
+					_ = cli.ContainerExecResize(rctx, ex.ID, container.ResizeOptions{Height: sz[0], Width: sz[1]})
+				case <-rctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		_, _ = io.Copy(att.Conn, stdin)
+		_ = att.CloseWrite()
+	}()
+	// A terminal's output is one stream: no stdout/stderr multiplexing.
+	if _, err := io.Copy(stdout, att.Reader); err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	st, err := cli.ContainerExecInspect(ctx, ex.ID)
+	if err != nil {
+		return 0, fmt.Errorf("exec in %s: %w", name, err)
+	}
+	return st.ExitCode, nil
+}
+
 // StartIn starts argv with env inside a container, as docker exec -d does: in
 // every namespace and the cgroup of the container, so that docker exec and
 // docker top see it. With ready it returns once the process has printed the
