@@ -227,6 +227,54 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 			Expect(code).To(Equal(7), "the exit status comes back")
 		})
 
+		DescribeTable("passes lvslab verify for every shipped scenario of its topology, applied onto it",
+			applyAndVerify, entriesOf(nat, shippedOn("lvs-nat.clab.yml", "scenarios/nat-rr.yaml", "scenarios/nat-steps.yaml",
+				"scenarios/nat-ppc.yaml", "scenarios/nat-pcc.yaml", "scenarios/nat-fwmark.yaml", "scenarios/nat-ipv6.yaml", "scenarios/nat-udp.yaml")))
+
+		// Each scenario applied onto the running containers, then its model's
+		// exact sequence on the kernel (wrr's mark and persistence start afresh
+		// when the service's scheduler or persistence changes).
+		DescribeTable("takes scenarios applied onto it, with the model's exact sequences",
+			func(ctx context.Context, file string, edits []edit, srcs int) {
+				if len(edits) > 0 {
+					file = variant(file, edits...)
+				}
+				_, stderr, code := lv("apply", "--name", nat, file)
+				Expect(code).To(Equal(0), stderr)
+				if !filepath.IsAbs(file) {
+					file = filepath.Join(repo, file)
+				}
+				s, err := scenario.Load(file)
+				Expect(err).NotTo(HaveOccurred())
+				sim := kernelModel(s, running)
+				from := []netip.Addr{client}
+				if srcs > 0 {
+					added, remove, err := verify.AddSources(running.Handles()["client"], "eth1", netip.MustParsePrefix("203.0.113.140/24"), srcs)
+					Expect(err).NotTo(HaveOccurred())
+					defer func() { Expect(remove()).To(Succeed()) }()
+					from = added
+				}
+				// Client ports from a pool at a random start, never one the
+				// director still keeps an entry for (TIME_WAIT, 2 minutes) from
+				// the scenarios before: such a SYN is dropped, and retried.
+				ports := verify.NewSourcePorts(uint16(33000 + rand.IntN(25000)))
+				for _, src := range from {
+					got := verify.HTTPClient{From: running.Handles()["client"], Source: src, Ports: ports}.Get(ctx, "http://203.0.113.1/", 4)
+					Expect(got.Errors).To(BeEmpty())
+					var want []string
+					for range 4 {
+						want = append(want, sim.Schedule(verify.Request{Src: src, Dst: vip}, false))
+					}
+					Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
+				}
+			},
+			Entry("wrr 3:1 (nat-rr, edited)", "scenarios/nat-rr.yaml", []edit{scheduler(lab.WRR), weight("web1", 3)}, 0),
+			Entry("nat-ppc (persistent rr, 3 clients)", "scenarios/nat-ppc.yaml", nil, 3),
+			Entry("nat-fwmark (firewall mark 10, persistent)", "scenarios/nat-fwmark.yaml", nil, 2),
+		)
+
+		// After the verify tables: a slow shell spec must not move their
+		// connections against the TIME_WAIT entries of the specs before.
 		It("lvslab shell opens a shell in the container on a terminal the engine allocates: prompt, size and its changes, Ctrl-C, the exit status (tmux)", func() {
 			sock := filepath.Join(GinkgoT().TempDir(), "tmux.sock")
 			tm := func(args ...string) string {
@@ -282,52 +330,6 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 			Expect(ee.ExitCode()).To(Equal(4))
 			Expect(seen()).To(MatchRegexp(`(?m)^40 120\r?$`))
 		})
-
-		DescribeTable("passes lvslab verify for every shipped scenario of its topology, applied onto it",
-			applyAndVerify, entriesOf(nat, shippedOn("lvs-nat.clab.yml", "scenarios/nat-rr.yaml", "scenarios/nat-steps.yaml",
-				"scenarios/nat-ppc.yaml", "scenarios/nat-pcc.yaml", "scenarios/nat-fwmark.yaml", "scenarios/nat-ipv6.yaml", "scenarios/nat-udp.yaml")))
-
-		// Each scenario applied onto the running containers, then its model's
-		// exact sequence on the kernel (wrr's mark and persistence start afresh
-		// when the service's scheduler or persistence changes).
-		DescribeTable("takes scenarios applied onto it, with the model's exact sequences",
-			func(ctx context.Context, file string, edits []edit, srcs int) {
-				if len(edits) > 0 {
-					file = variant(file, edits...)
-				}
-				_, stderr, code := lv("apply", "--name", nat, file)
-				Expect(code).To(Equal(0), stderr)
-				if !filepath.IsAbs(file) {
-					file = filepath.Join(repo, file)
-				}
-				s, err := scenario.Load(file)
-				Expect(err).NotTo(HaveOccurred())
-				sim := kernelModel(s, running)
-				from := []netip.Addr{client}
-				if srcs > 0 {
-					added, remove, err := verify.AddSources(running.Handles()["client"], "eth1", netip.MustParsePrefix("203.0.113.140/24"), srcs)
-					Expect(err).NotTo(HaveOccurred())
-					defer func() { Expect(remove()).To(Succeed()) }()
-					from = added
-				}
-				// Client ports from a pool at a random start, never one the
-				// director still keeps an entry for (TIME_WAIT, 2 minutes) from
-				// the scenarios before: such a SYN is dropped, and retried.
-				ports := verify.NewSourcePorts(uint16(33000 + rand.IntN(25000)))
-				for _, src := range from {
-					got := verify.HTTPClient{From: running.Handles()["client"], Source: src, Ports: ports}.Get(ctx, "http://203.0.113.1/", 4)
-					Expect(got.Errors).To(BeEmpty())
-					var want []string
-					for range 4 {
-						want = append(want, sim.Schedule(verify.Request{Src: src, Dst: vip}, false))
-					}
-					Expect(got.Sequence).To(Equal(want), divergence(want, got.Sequence))
-				}
-			},
-			Entry("wrr 3:1 (nat-rr, edited)", "scenarios/nat-rr.yaml", []edit{scheduler(lab.WRR), weight("web1", 3)}, 0),
-			Entry("nat-ppc (persistent rr, 3 clients)", "scenarios/nat-ppc.yaml", nil, 3),
-			Entry("nat-fwmark (firewall mark 10, persistent)", "scenarios/nat-fwmark.yaml", nil, 2),
-		)
 
 		It("goes with lvslab down: containers, namespaces and bridges", func(ctx context.Context) {
 			downContainers(ctx, nat)

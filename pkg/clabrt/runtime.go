@@ -377,6 +377,22 @@ func (c Containerlab) ExecTTY(ctx context.Context, name string, argv, env []stri
 		return 0, fmt.Errorf("exec in %s: %w", name, err)
 	}
 	defer att.Close()
+	// The size given at creation does not reach the terminal on every engine
+	// (API versions before 1.42 drop it): set it once the process runs, as
+	// docker exec -it does, trying again while the engine is still starting it.
+	if tty.Rows > 0 && tty.Cols > 0 {
+		for i := range 10 {
+			err := cli.ContainerExecResize(ctx, ex.ID, container.ResizeOptions{Height: tty.Rows, Width: tty.Cols})
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(time.Duration(i+1) * 10 * time.Millisecond):
+			}
+		}
+	}
 	if tty.Resize != nil {
 		rctx, stop := context.WithCancel(ctx)
 		defer stop()

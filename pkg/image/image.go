@@ -79,7 +79,8 @@ func busyboxApplets() []string {
 		true false sleep env id whoami hostname uname date head tail wc sort uniq cut tr grep egrep fgrep
 		sed awk find xargs ps kill killall pidof top free df du mount umount dmesg stat readlink realpath
 		basename dirname tee seq timeout nc wget ping ping6 traceroute traceroute6 nslookup vi less more
-		tar gzip gunzip zcat yes watch usleep nproc md5sum sha256sum hexdump xxd od diff which httpd`)
+		tar gzip gunzip zcat yes watch usleep nproc md5sum sha256sum hexdump xxd od diff which httpd
+		stty clear reset`) // the terminal's, for lvslab shell
 }
 
 // Tools are the programs of the node image, for a host where lvslab's binary is self.
