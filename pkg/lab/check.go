@@ -172,8 +172,19 @@ func (c Check) Destination() (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// Describe says in a few words what the check sends.
+// Describe says in a few words what the check sends, and where it captures.
 func (c Check) Describe() string {
+	d := c.describeSend()
+	if cp := c.Capture; cp != nil {
+		d += fmt.Sprintf(", captured on %s %s", cp.Node, cp.Dev)
+		if cp.Filter != "" {
+			d += fmt.Sprintf(" (%s)", cp.Filter)
+		}
+	}
+	return d
+}
+
+func (c Check) describeSend() string {
 	src := c.From
 	if c.Sources > 0 {
 		src = fmt.Sprintf("%s (%d source addresses)", c.From, c.Sources)
