@@ -214,6 +214,23 @@ func findLab(labName, nodeName string) (*state.Lab, error) {
 	return nil, usageError{errors.New("more than one lab matches; name one with --lab")}
 }
 
+// containers is the runtime of a container lab.
+func (b *localBackend) containers(ctx context.Context, l *state.Lab) (clabrt.Containerlab, error) {
+	r, err := b.runner(ctx, false)
+	if err != nil {
+		return clabrt.Containerlab{}, err
+	}
+	rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+	if err != nil {
+		return clabrt.Containerlab{}, err
+	}
+	c, ok := rt.(clabrt.Containerlab)
+	if !ok {
+		return clabrt.Containerlab{}, fmt.Errorf("lab %s: runtime %s has no containers", l.Name, l.Runtime)
+	}
+	return c, nil
+}
+
 func (b *localBackend) Exec(ctx context.Context, o ExecOptions) error {
 	l, err := findLab(o.Lab, o.Node)
 	if err != nil {
@@ -221,11 +238,7 @@ func (b *localBackend) Exec(ctx context.Context, o ExecOptions) error {
 	}
 	if l.Runtime == lab.RuntimeContainerlab {
 		// As docker exec: inside the node's container.
-		r, err := b.runner(ctx, false)
-		if err != nil {
-			return err
-		}
-		rt, err := r.RuntimeFor(ctx, l.Runtime, false)
+		c, err := b.containers(ctx, l)
 		if err != nil {
 			return err
 		}
@@ -233,7 +246,7 @@ func (b *localBackend) Exec(ctx context.Context, o ExecOptions) error {
 		if o.Stdin {
 			stdin = b.app.stdin
 		}
-		code, err := rt.(clabrt.Containerlab).Exec(ctx, clab.ContainerName(l.Name, o.Node), o.Argv, stdin, b.app.stdout, b.app.stderr)
+		code, err := c.Exec(ctx, clab.ContainerName(l.Name, o.Node), o.Argv, stdin, b.app.stdout, b.app.stderr)
 		if err != nil {
 			return err
 		}

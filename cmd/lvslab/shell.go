@@ -108,22 +108,13 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
 	switch {
 	case isTerm: // lvslab on the lab's own kernel, in a terminal
-		if err := pty.InheritSize(in, ptmx); err != nil {
-			return err
-		}
-		old, err := term.MakeRaw(int(in.Fd()))
+		restore, err := followTerminal(in, func(rows, cols int) {
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+		})
 		if err != nil {
 			return err
 		}
-		defer term.Restore(int(in.Fd()), old)
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				_ = pty.InheritSize(in, ptmx)
-			}
-		}()
+		defer restore()
 	default: // inside the sandbox: the size came along, and changes come in band
 		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
 			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
@@ -150,6 +141,33 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 		return errExit(ee.ExitCode())
 	}
 	return err
+}
+
+// followTerminal puts the terminal in raw mode and calls resize with its
+// size now, then after each change (SIGWINCH); restore undoes both.
+func followTerminal(in *os.File, resize func(rows, cols int)) (restore func(), err error) {
+	fd := int(in.Fd())
+	if cols, rows, err := term.GetSize(fd); err == nil {
+		resize(rows, cols)
+	}
+	old, err := term.MakeRaw(fd)
+	if err != nil {
+		return nil, err
+	}
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	go func() {
+		for range winch {
+			if cols, rows, err := term.GetSize(fd); err == nil {
+				resize(rows, cols)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(winch)
+		close(winch)
+		_ = term.Restore(fd, old)
+	}, nil
 }
 
 func parseSize(s string) (rows, cols int, ok bool) {
@@ -205,17 +223,9 @@ var containerShellArgv = []string{"sh", "-c", "command -v bash >/dev/null && exe
 // engine allocates, as docker exec -it does. Its size is this terminal's, or
 // inside the sandbox the one that came along, and follows its changes.
 func (b *localBackend) containerShell(ctx context.Context, l *state.Lab, o ShellOptions) error {
-	r, err := b.runner(ctx, false)
+	c, err := b.containers(ctx, l)
 	if err != nil {
-		return err
-	}
-	rt, err := r.RuntimeFor(ctx, l.Runtime, false)
-	if err != nil {
-		return err
-	}
-	c, ok := rt.(clabrt.Containerlab)
-	if !ok {
-		return fmt.Errorf("shell: lab %s: runtime %s has no containers", l.Name, l.Runtime)
+		return fmt.Errorf("shell: %w", err)
 	}
 	argv := o.Argv
 	if len(argv) == 0 {
@@ -238,25 +248,18 @@ func (b *localBackend) containerShell(ctx context.Context, l *state.Lab, o Shell
 	in, isTerm := b.app.stdin.(*os.File)
 	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
 	if isTerm { // lvslab on the lab's own kernel, in a terminal
-		cols, rows, err := term.GetSize(int(in.Fd()))
-		if err == nil {
-			tty.Rows, tty.Cols = uint(rows), uint(cols)
-		}
-		old, err := term.MakeRaw(int(in.Fd()))
+		first := true // the size now goes with the exec; changes after it
+		restore, err := followTerminal(in, func(rows, cols int) {
+			if first {
+				tty.Rows, tty.Cols, first = uint(rows), uint(cols), false
+				return
+			}
+			send(rows, cols)
+		})
 		if err != nil {
 			return err
 		}
-		defer term.Restore(int(in.Fd()), old)
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
-					send(rows, cols)
-				}
-			}
-		}()
+		defer restore()
 	} else { // inside the sandbox: the size came along, and changes come in band
 		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
 			tty.Rows, tty.Cols = uint(rows), uint(cols)
