@@ -125,17 +125,36 @@ func shippedOn(topology, first string, order ...string) []string {
 }
 
 // applyAndVerify applies a scenario onto a running lab and runs lvslab verify
-// --reset-schedulers on it: every check passes, none is skipped.
+// --reset-schedulers on it: every check passes, none is skipped. The lab has
+// served the specs before, whose connections expire in TIME_WAIT as they
+// will: when the model says a check came within its timer slack of such an
+// expiry (it cannot know which came first, so it skips), verify runs once
+// more, and that run must pass whole.
 func applyAndVerify(name, file string) {
 	_, stderr, code := lv("apply", "--name", name, file)
 	Expect(code).To(Equal(0), stderr)
 	results, stderr, code := verifyJSON("--reset-schedulers", name)
+	if code == 2 && onlyTimingSkips(results) {
+		AddReportEntry("verified again", fmt.Sprintf("%s: the model skipped a check for an expiry within its timer slack", file))
+		results, stderr, code = verifyJSON("--reset-schedulers", name)
+	}
 	Expect(code).To(Equal(0), stderr)
 	Expect(results).NotTo(BeEmpty())
 	for _, r := range results {
 		Expect(r.Passed).To(BeTrue(), "%s: %s", r.Check, r.Message)
 		Expect(r.Skipped).To(BeFalse(), "%s: %s", r.Check, r.Message)
 	}
+}
+
+// onlyTimingSkips reports whether every check that did not pass was skipped
+// by the model for timing (and none failed).
+func onlyTimingSkips(results []verify.Outcome) bool {
+	for _, r := range results {
+		if !r.Passed && (!r.Skipped || !strings.Contains(r.Message, "timing: ")) {
+			return false
+		}
+	}
+	return true
 }
 
 // upContainers brings a scenario up in containers under name, and returns its record.
