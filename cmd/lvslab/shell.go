@@ -92,10 +92,7 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 		argv = shellArgv()
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "PS1=root@"+o.Node+":\\w# ", "LVSLAB_NODE="+o.Node)
-	if os.Getenv("TERM") == "" {
-		cmd.Env = append(cmd.Env, "TERM=xterm")
-	}
+	cmd.Env = append(os.Environ(), shellEnv(o.Node)...)
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		return err
@@ -103,37 +100,23 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 	defer ptmx.Close()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-
-	in, isTerm := b.app.stdin.(*os.File)
-	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
-	switch {
-	case isTerm: // lvslab on the lab's own kernel, in a terminal
-		restore, err := followTerminal(in, func(rows, cols int) {
-			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
-		})
-		if err != nil {
-			return err
-		}
-		defer restore()
-	default: // inside the sandbox: the size came along, and changes come in band
-		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
-			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
-		}
+	setSize := func(rows, cols int) {
+		_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+	}
+	in, rows, cols, restore, err := terminalInput(b.app.stdin, setSize)
+	if err != nil {
+		return err
+	}
+	defer restore()
+	if rows > 0 && cols > 0 {
+		setSize(rows, cols)
 	}
 	if err := n.Start(cmd); err != nil {
 		tty.Close()
 		return err
 	}
 	tty.Close()
-	go func() {
-		if isTerm {
-			_, _ = io.Copy(ptmx, b.app.stdin)
-			return
-		}
-		copyResizing(ptmx, b.app.stdin, func(rows, cols int) {
-			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
-		})
-	}()
+	go func() { _, _ = io.Copy(ptmx, in) }()
 	_, _ = io.Copy(b.app.stdout, ptmx) // ends when the shell and its children are gone (EIO)
 	err = cmd.Wait()
 	var ee *exec.ExitError
@@ -143,27 +126,58 @@ func (b *localBackend) Shell(ctx context.Context, o ShellOptions) error {
 	return err
 }
 
-// followTerminal puts the terminal in raw mode and calls resize with its
-// size now, then after each change (SIGWINCH); restore undoes both.
-func followTerminal(in *os.File, resize func(rows, cols int)) (restore func(), err error) {
+// shellEnv is what a node's shell gets on top of its environment: a prompt
+// that names the node, the node, and a terminal type (xterm when this
+// process has none).
+func shellEnv(node string) []string {
+	t := os.Getenv("TERM")
+	if t == "" {
+		t = "xterm"
+	}
+	return []string{"PS1=root@" + node + ":\\w# ", "LVSLAB_NODE=" + node, "TERM=" + t}
+}
+
+// terminalInput is a shell's input, and its window size: the size now
+// (0, 0 when unknown), and resize called with each change. On a terminal
+// (lvslab on the lab's own kernel) the terminal goes raw until restore and
+// its changes come by SIGWINCH; inside the sandbox the size came along in
+// LVSLAB_TTY_SIZE and changes come in band, taken out of the input returned.
+func terminalInput(stdin io.Reader, resize func(rows, cols int)) (in io.Reader, rows, cols int, restore func(), err error) {
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		rows, cols, restore, err := followTerminal(f, resize)
+		return stdin, rows, cols, restore, err
+	}
+	rows, cols, _ = parseSize(os.Getenv(envTTYSize))
+	pr, pw := io.Pipe()
+	go func() {
+		copyResizing(pw, stdin, resize)
+		_ = pw.Close()
+	}()
+	return pr, rows, cols, func() {}, nil
+}
+
+// followTerminal puts the terminal in raw mode, returns its size now (0, 0
+// when unknown) and calls resize after each change (SIGWINCH); restore
+// undoes both.
+func followTerminal(in *os.File, resize func(rows, cols int)) (rows, cols int, restore func(), err error) {
 	fd := int(in.Fd())
-	if cols, rows, err := term.GetSize(fd); err == nil {
-		resize(rows, cols)
+	if c, r, err := term.GetSize(fd); err == nil {
+		rows, cols = r, c
 	}
 	old, err := term.MakeRaw(fd)
 	if err != nil {
-		return nil, err
+		return 0, 0, nil, err
 	}
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
 	go func() {
 		for range winch {
-			if cols, rows, err := term.GetSize(fd); err == nil {
-				resize(rows, cols)
+			if c, r, err := term.GetSize(fd); err == nil {
+				resize(r, c)
 			}
 		}
 	}()
-	return func() {
+	return rows, cols, func() {
 		signal.Stop(winch)
 		close(winch)
 		_ = term.Restore(fd, old)
@@ -231,47 +245,19 @@ func (b *localBackend) containerShell(ctx context.Context, l *state.Lab, o Shell
 	if len(argv) == 0 {
 		argv = containerShellArgv
 	}
-	termName := os.Getenv("TERM")
-	if termName == "" {
-		termName = "xterm"
-	}
-	env := []string{"PS1=root@" + o.Node + ":\\w# ", "LVSLAB_NODE=" + o.Node, "TERM=" + termName}
 	resize := make(chan [2]uint, 8)
-	tty := clabrt.TTY{Resize: resize}
-	send := func(rows, cols int) {
+	stdin, rows, cols, restore, err := terminalInput(b.app.stdin, func(rows, cols int) {
 		select {
 		case resize <- [2]uint{uint(rows), uint(cols)}:
 		default: // a burst of changes: the next one wins
 		}
+	})
+	if err != nil {
+		return err
 	}
-	stdin := b.app.stdin
-	in, isTerm := b.app.stdin.(*os.File)
-	isTerm = isTerm && term.IsTerminal(int(in.Fd()))
-	if isTerm { // lvslab on the lab's own kernel, in a terminal
-		first := true // the size now goes with the exec; changes after it
-		restore, err := followTerminal(in, func(rows, cols int) {
-			if first {
-				tty.Rows, tty.Cols, first = uint(rows), uint(cols), false
-				return
-			}
-			send(rows, cols)
-		})
-		if err != nil {
-			return err
-		}
-		defer restore()
-	} else { // inside the sandbox: the size came along, and changes come in band
-		if rows, cols, ok := parseSize(os.Getenv(envTTYSize)); ok {
-			tty.Rows, tty.Cols = uint(rows), uint(cols)
-		}
-		pr, pw := io.Pipe()
-		go func() {
-			copyResizing(pw, b.app.stdin, send)
-			_ = pw.Close()
-		}()
-		stdin = pr
-	}
-	code, err := c.ExecTTY(ctx, clab.ContainerName(l.Name, o.Node), argv, env, tty, stdin, b.app.stdout)
+	defer restore()
+	tty := clabrt.TTY{Rows: uint(rows), Cols: uint(cols), Resize: resize}
+	code, err := c.ExecTTY(ctx, clab.ContainerName(l.Name, o.Node), argv, shellEnv(o.Node), tty, stdin, b.app.stdout)
 	if err != nil {
 		return fmt.Errorf("shell: node %s: %w", o.Node, err)
 	}
@@ -290,17 +276,22 @@ func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {
 	var size []string
 	var stdin io.Reader = b.app.stdin
 	if in, ok := b.app.stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
-		if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
-			size = append(size, fmt.Sprintf("%s=%dx%d", envTTYSize, rows, cols))
-		}
-		old, err := term.MakeRaw(int(in.Fd()))
+		// The terminal's input, and a size change in band whenever the
+		// window changes; the size now goes along in the environment.
+		pr, pw := io.Pipe()
+		var mu sync.Mutex
+		rows, cols, restore, err := followTerminal(in, func(rows, cols int) {
+			mu.Lock()
+			_, _ = pw.Write(resizeBytes(rows, cols))
+			mu.Unlock()
+		})
 		if err != nil {
 			return err
 		}
-		defer term.Restore(int(in.Fd()), old)
-		// The terminal's input, and a size change in band whenever the window changes.
-		pr, pw := io.Pipe()
-		var mu sync.Mutex
+		defer restore()
+		if rows > 0 && cols > 0 {
+			size = append(size, fmt.Sprintf("%s=%dx%d", envTTYSize, rows, cols))
+		}
 		go func() {
 			buf := make([]byte, 4096)
 			for {
@@ -311,18 +302,6 @@ func (b *sandboxBackend) Shell(ctx context.Context, o ShellOptions) error {
 				if err != nil {
 					pw.CloseWithError(err)
 					return
-				}
-			}
-		}()
-		winch := make(chan os.Signal, 1)
-		signal.Notify(winch, syscall.SIGWINCH)
-		defer signal.Stop(winch)
-		go func() {
-			for range winch {
-				if cols, rows, err := term.GetSize(int(in.Fd())); err == nil {
-					mu.Lock()
-					_, _ = pw.Write(resizeBytes(rows, cols))
-					mu.Unlock()
 				}
 			}
 		}()
