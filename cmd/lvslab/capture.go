@@ -159,10 +159,6 @@ func (b *localBackend) Capture(ctx context.Context, o CaptureOptions) error {
 		}()
 	}
 	err = s.Run(ctx, opts, each)
-	if frames == 1 {
-		b.app.logf("1 frame\n")
-	} else {
-		b.app.logf("%d frames\n", frames)
-	}
+	b.app.logf("%s\n", capture.Frames(frames))
 	return err
 }

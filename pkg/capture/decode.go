@@ -132,3 +132,11 @@ func flags(t *layers.TCP) string {
 	}
 	return b.String()
 }
+
+// Frames counts frames in words: "1 frame", "3 frames".
+func Frames(n int) string {
+	if n == 1 {
+		return "1 frame"
+	}
+	return fmt.Sprintf("%d frames", n)
+}

@@ -114,9 +114,9 @@ func JudgeFrames(want []lab.FrameMatch, got []capture.Header, owners map[string]
 		}
 		switch {
 		case m.Count == nil && n == 0:
-			problems = append(problems, fmt.Sprintf("no frame %s in the capture (%s)", m, frames(len(got))))
+			problems = append(problems, fmt.Sprintf("no frame %s in the capture (%s)", m, capture.Frames(len(got))))
 		case m.Count != nil && n != *m.Count:
-			problems = append(problems, fmt.Sprintf("%s %s, expected %d", frames(n), m, *m.Count))
+			problems = append(problems, fmt.Sprintf("%s %s, expected %d", capture.Frames(n), m, *m.Count))
 		}
 	}
 	return problems
@@ -131,11 +131,4 @@ func frameMatches(m lab.FrameMatch, h capture.Header, owners map[string]string) 
 	}
 	addr := func(want, have netip.Addr) bool { return !want.IsValid() || want == have }
 	return addr(m.Src, h.Src) && addr(m.Dst, h.Dst) && addr(m.InnerSrc, h.InnerSrc) && addr(m.InnerDst, h.InnerDst)
-}
-
-func frames(n int) string {
-	if n == 1 {
-		return "1 frame"
-	}
-	return fmt.Sprintf("%d frames", n)
 }
