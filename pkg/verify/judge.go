@@ -126,17 +126,11 @@ func (v *Judge) send(ctx context.Context, c lab.Check) Outcome {
 	// connections (and as the model followed it through earlier checks). It
 	// predicts from what lvslab sends (source addresses and ports), never from
 	// what the check observes.
-	var m *serviceModel
-	var svc lab.Service
-	var dst netip.AddrPort
-	var why string
-	lost := false // the kernel has gone where the model did not follow
 	// Every check that sends to a service feeds its model, so that a later
 	// check judged by the model knows the connections of those that were not
-	// (a grading scenario counts first, then judges a sequence).
-	if c.Kind() != lab.CheckARP {
-		m, svc, dst, why, lost = v.prepare(c)
-	}
+	// (a grading scenario counts first, then judges a sequence). lost: the
+	// kernel has gone where the model did not follow.
+	m, svc, dst, why, lost := v.prepare(c)
 	var r Outcome
 	var perSource [][]string
 	var errs []error
