@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -20,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
 	"github.com/vishvananda/netlink"
 
 	"github.com/lvslab/lvslab/internal/clitest"
@@ -295,25 +295,16 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 		// After the verify tables: a slow shell spec must not move their
 		// connections against the TIME_WAIT entries of the specs before.
 		It("lvslab shell opens a shell in the container on a terminal the engine allocates: prompt, size and its changes, Ctrl-C, the exit status (tmux)", func() {
-			sock := filepath.Join(GinkgoT().TempDir(), "tmux.sock")
-			tm := func(args ...string) string {
-				out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
-				Expect(err).NotTo(HaveOccurred(), "tmux %v: %s", args, out)
-				return string(out)
-			}
-			tm("new-session", "-d", "-s", "lvs", "-x", "100", "-y", "30",
-				fmt.Sprintf("cd %s && %s shell --lab %s client; echo EXIT=$?; sleep 60", cli.Dir, cli.Bin, nat))
-			DeferCleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
-			screen := func() string { return tm("capture-pane", "-p", "-t", "lvs") }
-			keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "lvs"}, k...)...) }
+			tm := clitest.StartTmux(GinkgoT(), 100, 30, fmt.Sprintf("cd %s && %s shell --lab %s client; echo EXIT=$?; sleep 60", cli.Dir, cli.Bin, nat))
+			keys := tm.Keys
 			see := func(re string) {
 				GinkgoHelper()
-				Eventually(screen).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(MatchRegexp(re))
+				tm.WaitFor("the container's shell", re)
 			}
 			see(`(?m)^root@client:\S*#\s*$`)
 			keys("cat /etc/hostname; stty size", "Enter")
 			see(`(?m)^client\s*\n30 100\s*$`) // the container's own files, the window's size
-			tm("resize-window", "-t", "lvs", "-x", "120", "-y", "40")
+			tm.Resize(120, 40)
 			keys("clear; stty size", "Enter")
 			see(`(?m)^40 120\s*$`)
 			keys("clear; sleep 30", "Enter")
@@ -333,21 +324,19 @@ var _ = Describe("The containerlab runtime", Ordered, ContinueOnFailure, Label("
 			cmd.Env = append(os.Environ(), "LVSLAB_TTY_SIZE=30x100")
 			in, err := cmd.StdinPipe()
 			Expect(err).NotTo(HaveOccurred())
-			var mu sync.Mutex
-			var out strings.Builder
-			cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+			out := gbytes.NewBuffer()
+			cmd.Stdout = out
 			Expect(cmd.Start()).To(Succeed())
-			seen := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
 			_, _ = io.WriteString(in, "stty size\n")
-			Eventually(seen).WithTimeout(20 * time.Second).Should(MatchRegexp(`(?m)^30 100\r?$`))
+			Eventually(out).WithTimeout(20 * time.Second).Should(gbytes.Say(`(?m)^30 100\r?$`))
 			_, _ = io.WriteString(in, "\x1b]lvslab-winsize;40;120\x07")
 			time.Sleep(500 * time.Millisecond) // the engine applies the size
 			_, _ = io.WriteString(in, "stty size\nexit 4\n")
 			err = cmd.Wait()
 			var ee *exec.ExitError
-			Expect(errors.As(err, &ee)).To(BeTrue(), "%v: %s", err, seen())
+			Expect(errors.As(err, &ee)).To(BeTrue(), "%v: %s", err, out.Contents())
 			Expect(ee.ExitCode()).To(Equal(4))
-			Expect(seen()).To(MatchRegexp(`(?m)^40 120\r?$`))
+			Expect(out).To(gbytes.Say(`(?m)^40 120\r?$`))
 		})
 
 		It("goes with lvslab down: containers, namespaces and bridges", func(ctx context.Context) {
@@ -481,8 +470,3 @@ func must[T any](v T, err error) T {
 	Expect(err).NotTo(HaveOccurred())
 	return v
 }
-
-// writerFunc is a function as an io.Writer.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

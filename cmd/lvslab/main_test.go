@@ -370,34 +370,8 @@ func forwardToLab(t *testing.T, bin clitest.CLI) {
 // program and not lvslab, a full-screen program, and the exit status.
 func shellInTmux(t *testing.T, bin clitest.CLI) {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("no tmux (make testdeps installs it)")
-	}
-	sock := filepath.Join(t.TempDir(), "tmux.sock")
-	tm := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
-	tm("new-session", "-d", "-s", "lvs", "-x", "100", "-y", "30",
-		fmt.Sprintf("cd %s && %s shell client; echo EXIT=$?; sleep 60", bin.Dir, bin.Bin))
-	defer exec.Command("tmux", "-S", sock, "kill-server").Run()
-	screen := func() string { return tm("capture-pane", "-p", "-t", "lvs") }
-	waitFor := func(what, re string) {
-		t.Helper()
-		r := regexp.MustCompile(re)
-		deadline := time.Now().Add(20 * time.Second)
-		for !r.MatchString(screen()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no %q on the screen:\n%s", what, re, screen())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	keys := func(k ...string) { tm(append([]string{"send-keys", "-t", "lvs"}, k...)...) }
+	tm := clitest.StartTmux(t, 100, 30, fmt.Sprintf("cd %s && %s shell client; echo EXIT=$?; sleep 60", bin.Dir, bin.Bin))
+	waitFor, keys, screen := tm.WaitFor, tm.Keys, tm.Screen
 	waitFor("the prompt", `(?m)^root@client:\S*#\s*$`)
 	keys("echo $((6*7))", "Enter")
 	waitFor("arithmetic in the node's shell", `(?m)^42\s*$`)
@@ -407,7 +381,7 @@ func shellInTmux(t *testing.T, bin clitest.CLI) {
 	waitFor("the node's own interface", `eth1@\S+ +UP +203\.0\.113\.10/24`)
 	keys("stty size", "Enter")
 	waitFor("the window's size", `(?m)^30 100\s*$`)
-	tm("resize-window", "-t", "lvs", "-x", "120", "-y", "40")
+	tm.Resize(120, 40)
 	keys("clear; stty size", "Enter")
 	waitFor("the window's new size", `(?m)^40 120\s*$`)
 	keys("clear; sleep 30", "Enter")
@@ -437,7 +411,7 @@ func shellInTmux(t *testing.T, bin clitest.CLI) {
 	waitFor("the shell's exit status", `EXIT=3`)
 
 	// On a terminal, up shows each step with its time (a live line while it runs).
-	tm("new-window", "-t", "lvs", fmt.Sprintf("cd %s && %s up --name progress scenarios/nat-rr.yaml; echo UP=$?; %s down progress; sleep 60", bin.Dir, bin.Bin, bin.Bin))
+	tm.Run("new-window", "-t", "lvs", fmt.Sprintf("cd %s && %s up --name progress scenarios/nat-rr.yaml; echo UP=$?; %s down progress; sleep 60", bin.Dir, bin.Bin, bin.Bin))
 	waitFor("up's progress", `(?s)✓ topology topologies/lvs-nat\.clab\.yml \(\d+\.\ds\).*✓ web servers answering \(\d+\.\ds\).*UP=0`)
 	t.Logf("lvslab shell in tmux: prompt, editing, size 100x30 then 120x40, Ctrl-C, top, exit 3: all seen")
 }
